@@ -39,7 +39,8 @@ class DetectionConfig:
 
     def as_attrs(self) -> dict[str, float | list[float]]:
         """JSON-ready parameters for archive attributes."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        items = dataclasses.asdict(self).items()
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in items}
 
 
 def edges_array(edges: tuple[float, ...]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Error types. The split matters to orchestrators: transient errors are retried, the rest are not."""
+"""Error types. The split matters to orchestrators: transient errors are retried, others not."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ class BatGlitchError(Exception):
 class EventFileError(BatGlitchError):
     """An event file that cannot be used as it is (corrupt, incomplete, wrong content).
 
-    Permanent: retrying gives the same answer. The message names the file and, when known, the obsid.
+    Permanent: retrying gives the same answer. The message names the file and, when known,
+    the obsid.
     """
 
     def __init__(self, source: str, problem: str, obsid: str | None = None) -> None:
