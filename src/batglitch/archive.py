@@ -1,0 +1,349 @@
+"""The shared Zarr v3 archive: fragments written without coordination, a root view built by finalize.
+
+Layout under the archive URL (local directory or s3://):
+
+    zarr.json, dpi/, dpi_lowres/, obsid/, ...   the flat training view (finalize writes it)
+    fragments/<obsid>/<attempt>/                 one worker attempt's rows (a Zarr group)
+    complete/<obsid>/<attempt>.json              completion marker, written last, in one PUT
+    manifests/, runs/                            plans and run reports
+
+Every attempt writes under a fresh attempt id, so no two writers ever touch the same key and a
+killed worker leaves only an unmarked fragment that finalize ignores. Finalize takes the newest
+marker per obsid, so re-running an obsid replaces its rows and re-running a range adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import numpy as np
+import xarray as xr
+import zarr
+import zarr.storage
+
+from batglitch import __version__
+from batglitch.config import N_DETX, N_DETY, DetectionConfig
+from batglitch.dpi import WindowTable
+from batglitch.errors import BatGlitchError
+from batglitch.metadata import MET_EPOCH_UNITS
+
+FRAGMENTS, MARKERS = "fragments", "complete"
+IMAGE_CHUNK = 32  # windows per chunk of the image arrays: ~3 MB of raw dpi, one read per batch
+TABLE_CHUNK = 65536
+
+_TIME = {"units": MET_EPOCH_UNITS, "calendar": "proleptic_gregorian"}
+# per-window variables: name -> (dims after "window", dtype, attrs)
+WINDOW_VARS: dict[str, tuple[tuple[str, ...], Any, dict[str, Any]]] = {
+    "dpi": (("detx", "dety"), "uint16", {"long_name": "counts per detector, all energies"}),
+    "dpi_lowres": (
+        ("sand_y", "sand_x", "energy_band"),
+        "uint16",
+        {"long_name": "counts per detector sandwich in 15-50 / 50-350 keV"},
+    ),
+    "lightcurve": (("lc_bin",), "int32", {"long_name": "all-energy counts in 16 ms bins"}),
+    "window_start": ((), "float64", {"units": "s", "long_name": "window start, MET (TT)"}),
+    "window_stop": ((), "float64", {"units": "s", "long_name": "window stop, MET (TT)"}),
+    "snr_low": ((), "float64", {"long_name": "z-score of the flagged bin, <= 25 keV"}),
+    "snr_ratio": ((), "float64", {"long_name": "z_low / |z_high| of the flagged bin"}),
+    "n_events": ((), "int64", {"long_name": "events in the window, all energies"}),
+    "window_start_utc": ((), "float64", {**_TIME, "long_name": "window start, UTC"}),
+    "trigger_type": ((), str, {"long_name": "GUANO trigger type of the dump"}),
+    "trigger_time_utc": ((), "float64", {**_TIME, "long_name": "GUANO trigger time, UTC"}),
+    "source_file": ((), str, {"long_name": "event file the window was read from"}),
+}
+IMAGE_VARS = ("dpi", "dpi_lowres", "lightcurve")
+FRAGMENT_FIELDS = ("n_windows", "source", "size", "etag", "attempt", "completed_at", "version")
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One observation's contribution: its window table plus what it was made from."""
+
+    obsid: str
+    table: WindowTable
+    window_meta: dict[str, np.ndarray]  # window_start_utc, trigger_type, trigger_time_utc
+    source: str
+    size: int
+    etag: str | None
+    config: DetectionConfig
+
+
+@dataclass(frozen=True)
+class FinalizeSummary:
+    n_obsids: int
+    n_windows: int
+    pruned: int
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_attempt_id() -> str:
+    """Sortable by time, unique across machines."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def archive_storage_options(url: str) -> dict[str, Any]:
+    """Credentials come from the environment (and AWS_ENDPOINT_URL_S3 for LocalStack)."""
+    return {} if fsspec.utils.get_protocol(url) == "file" else {"anon": False}
+
+
+class Archive:
+    """Handle on one archive URL; all storage logic of the project lives here."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.storage_options = (
+            archive_storage_options(url) if storage_options is None else storage_options
+        )
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        self.local = fsspec.utils.get_protocol(self.url) == "file"
+
+    # -- small I/O helpers -------------------------------------------------------------------
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    def zarr_store(self, key: str = "") -> zarr.abc.store.Store:
+        target = self.path(key) if key else self.root
+        if self.local:
+            return zarr.storage.LocalStore(target)
+        return zarr.storage.FsspecStore.from_url(
+            f"{self.url}/{key}" if key else self.url, storage_options=self.storage_options
+        )
+
+    def put_json(self, key: str, value: Any) -> None:
+        """Write a JSON object so that readers see all of it or nothing."""
+        data = json.dumps(value, indent=1, default=str).encode()
+        target = self.path(key)
+        if self.local:  # a rename is atomic; an S3 PUT already is
+            self.fs.makedirs(os.path.dirname(target), exist_ok=True)
+            tmp = f"{target}.{uuid.uuid4().hex}.tmp"
+            self.fs.pipe_file(tmp, data)
+            os.replace(tmp, target)
+        else:
+            self.fs.pipe_file(target, data)
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.fs.cat_file(self.path(key)))
+
+    # -- workers -----------------------------------------------------------------------------
+    def write_fragment(self, fragment: Fragment) -> dict[str, Any]:
+        """Write one attempt's rows under a key of its own, then its completion marker."""
+        attempt = new_attempt_id()
+        n = len(fragment.table)
+        if n:
+            group = zarr.open_group(
+                self.zarr_store(f"{FRAGMENTS}/{fragment.obsid}/{attempt}"), mode="w-"
+            )
+            values = self._window_values(fragment)
+            for name, (dims, dtype, _) in WINDOW_VARS.items():
+                chunks = (min(n, IMAGE_CHUNK), *values[name].shape[1:])
+                array = group.create_array(
+                    name, shape=values[name].shape, dtype=dtype, chunks=chunks,
+                    dimension_names=("window", *dims),
+                )  # fmt: skip
+                array[...] = values[name]
+            group.attrs.update({"obsid": fragment.obsid, "attempt": attempt})
+        marker = {
+            "obsid": fragment.obsid,
+            "attempt": attempt,
+            "n_windows": n,
+            "source": fragment.source,
+            "size": fragment.size,
+            "etag": fragment.etag or "",
+            "completed_at": utc_now(),
+            "version": __version__,
+            "config": fragment.config.as_attrs(),
+        }
+        self.put_json(f"{MARKERS}/{fragment.obsid}/{attempt}.json", marker)
+        return marker
+
+    @staticmethod
+    def _window_values(fragment: Fragment) -> dict[str, np.ndarray]:
+        table = fragment.table
+        values = {
+            name: getattr(table, name)
+            for name in WINDOW_VARS
+            if hasattr(table, name) and name not in fragment.window_meta
+        }
+        values.update(fragment.window_meta)
+        values["source_file"] = np.full(len(table), fragment.source, dtype=object).astype(str)
+        return values
+
+    def markers(self) -> dict[str, dict[str, Any]]:
+        """The newest completion marker of every obsid (an obsid is complete iff it has one)."""
+        paths = self.fs.glob(self.path(f"{MARKERS}/*/*.json"))
+        latest: dict[str, dict[str, Any]] = {}
+        for raw in self.fs.cat(paths).values() if paths else ():
+            marker = json.loads(raw)
+            held = latest.get(marker["obsid"])
+            if held is None or marker["attempt"] > held["attempt"]:
+                latest[marker["obsid"]] = marker
+        return latest
+
+    def completed_obsids(self) -> set[str]:
+        return set(self.markers())
+
+    # -- finalize ----------------------------------------------------------------------------
+    def finalize(self, *, prune_grace_s: float = 3600.0) -> FinalizeSummary:
+        """Build the root training view from complete fragments only, then consolidate metadata."""
+        latest = self.markers()
+        markers = [latest[k] for k in sorted(latest)]
+        configs = {json.dumps(m["config"], sort_keys=True) for m in markers}
+        if len(configs) > 1:
+            raise BatGlitchError(
+                f"{self.url}: fragments were made with {len(configs)} different algorithm "
+                "configurations; re-run them with one configuration (--force) before finalizing"
+            )
+        config = markers[0]["config"] if markers else DetectionConfig().as_attrs()
+        total = sum(m["n_windows"] for m in markers)
+        root = zarr.open_group(self.zarr_store(), mode="a", use_consolidated=False)
+        lc_bins = int(config["lightcurve_bins"])
+        shapes = {
+            "dpi": (N_DETX, N_DETY),
+            "dpi_lowres": (len(config["lowres_y_edges"]) - 1, len(config["lowres_x_edges"]) - 1,
+                           len(config["lowres_energy_edges"]) - 1),
+            "lightcurve": (lc_bins,),
+        }  # fmt: skip
+        coords = " ".join(["obsid", *(n for n in WINDOW_VARS if n not in IMAGE_VARS)])
+        arrays = {}
+        for name, (dims, dtype, attrs) in WINDOW_VARS.items():
+            shape = (total, *shapes.get(name, ()))
+            chunk = IMAGE_CHUNK if name in IMAGE_VARS else TABLE_CHUNK
+            arrays[name] = root.create_array(
+                name, shape=shape, dtype=dtype, chunks=(chunk, *shape[1:]),
+                dimension_names=("window", *dims), overwrite=True,
+                attributes={**attrs, "coordinates": coords} if name in IMAGE_VARS else attrs,
+            )  # fmt: skip
+        table: dict[str, list[np.ndarray]] = {n: [] for n in WINDOW_VARS if n not in IMAGE_VARS}
+        table["obsid"] = []
+        offset = 0
+        for marker, values in self._fragment_rows(markers):
+            for name in IMAGE_VARS:
+                arrays[name][offset : offset + marker["n_windows"]] = values[name]
+            for name in table:
+                if name == "obsid":
+                    table[name].append(np.full(marker["n_windows"], marker["obsid"], dtype=object))
+                else:
+                    table[name].append(values[name])
+            offset += marker["n_windows"]
+        for name, parts in table.items():
+            data = np.concatenate(parts) if parts else np.empty(0, dtype=object)
+            if name == "obsid":
+                root.create_array(
+                    name, shape=(total,), dtype=str, chunks=(TABLE_CHUNK,),
+                    dimension_names=("window",), overwrite=True,
+                    attributes={"long_name": "11-digit Swift observation id"},
+                )[...] = data.astype(str)  # fmt: skip
+            else:
+                arrays[name][...] = data.astype(arrays[name].dtype)
+        self._write_fragment_table(root, markers)
+        lc_offsets = (np.arange(lc_bins) - lc_bins // 2) * float(config["bin_s"])
+        root.create_array(
+            "lc_time_offset", shape=(lc_bins,), dtype="float64", dimension_names=("lc_bin",),
+            overwrite=True, attributes={"units": "s", "long_name": "bin start minus flagged bin start"},
+        )[...] = lc_offsets  # fmt: skip
+        root.attrs.update(
+            {
+                "title": "Swift/BAT heat-pipe glitch candidate windows",
+                "software_version": __version__,
+                "algorithm": config,
+                "n_obsids": len(markers),
+                "n_windows": total,
+                "finalized_at": utc_now(),
+            }
+        )
+        with warnings.catch_warnings():  # fragments/ and complete/ are not nodes, on purpose
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(self.zarr_store())
+        pruned = self.prune(markers, grace_s=prune_grace_s)
+        return FinalizeSummary(n_obsids=len(markers), n_windows=total, pruned=pruned)
+
+    def _fragment_rows(
+        self, markers: list[dict[str, Any]]
+    ) -> Iterator[tuple[dict[str, Any], dict[str, np.ndarray]]]:
+        """Each complete fragment's rows sorted by window_start, one fragment in memory at once."""
+        for marker in markers:
+            if not marker["n_windows"]:
+                continue
+            group = zarr.open_group(
+                self.zarr_store(f"{FRAGMENTS}/{marker['obsid']}/{marker['attempt']}"), mode="r"
+            )
+            values = {name: group[name][...] for name in WINDOW_VARS}
+            order = np.argsort(values["window_start"], kind="stable")
+            yield marker, {name: v[order] for name, v in values.items()}
+
+    @staticmethod
+    def _write_fragment_table(root: zarr.Group, markers: list[dict[str, Any]]) -> None:
+        """One row per complete obsid, glitches or not: what the view was made from."""
+        columns = {"obsid": [m["obsid"] for m in markers]}
+        columns.update({f: [m[f] for m in markers] for f in FRAGMENT_FIELDS})
+        for field, values in columns.items():
+            numeric = field in ("n_windows", "size")
+            data = np.array(values, dtype="int64" if numeric else object)
+            root.create_array(
+                f"fragment_{field}", shape=(len(markers),),
+                dtype="int64" if numeric else str, chunks=(max(len(markers), 1),),
+                dimension_names=("fragment",), overwrite=True,
+            )[...] = data if numeric else data.astype(str)  # fmt: skip
+
+    def prune(self, markers: list[dict[str, Any]], *, grace_s: float) -> int:
+        """Delete attempts nobody will read again: superseded ones, and unmarked ones older than
+        ``grace_s`` (a worker still writing one is younger than that)."""
+        keep = {(m["obsid"], m["attempt"]) for m in markers}
+        cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=grace_s)).strftime(
+            "%Y%m%dT%H%M%S%fZ"
+        )
+        removed = 0
+        for path in self.fs.glob(self.path(f"{FRAGMENTS}/*/*")):
+            obsid, attempt = path.rstrip("/").split("/")[-2:]
+            if (obsid, attempt) in keep:
+                continue
+            marked = self.fs.exists(self.path(f"{MARKERS}/{obsid}/{attempt}.json"))
+            if marked or attempt < cutoff:
+                self.fs.rm(path, recursive=True)
+                removed += 1
+        return removed
+
+
+def open_archive(url: str, storage_options: dict[str, Any] | None = None) -> xr.Dataset:
+    """The training view as an xarray Dataset (plain ``xr.open_zarr`` works as well)."""
+    options = archive_storage_options(url) if storage_options is None else storage_options
+    return xr.open_zarr(url, consolidated=True, storage_options=options or None)
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What scikit-learn estimators take: X (n_samples, n_features) plus ids to group and join on."""
+
+    X: np.ndarray
+    obsid: np.ndarray
+    window_start: np.ndarray
+    trigger_type: np.ndarray
+
+    @property
+    def groups(self) -> np.ndarray:
+        """Use with GroupKFold: windows of one observation must not straddle train and test."""
+        return self.obsid
+
+
+def training_set(ds: xr.Dataset, resolution: str = "lowres") -> TrainingSet:
+    """Flattened DPIs of one resolution, in the reference ``np.ravel`` order, as float32."""
+    name = {"lowres": "dpi_lowres", "original": "dpi"}[resolution]
+    images = ds[name].values
+    return TrainingSet(
+        X=images.reshape(len(images), -1).astype(np.float32),
+        obsid=np.asarray(ds["obsid"].values, dtype=object),
+        window_start=ds["window_start"].values,
+        trigger_type=np.asarray(ds["trigger_type"].values, dtype=object),
+    )

@@ -1,0 +1,40 @@
+"""Per-window descriptive coordinates: UTC times and the GUANO trigger each window belongs to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from batglitch.dpi import WindowTable
+
+# MET counts seconds from 2001-01-01 (TT); UTC = that epoch + MET + UTCF (DESIGN.md)
+MET_EPOCH_UNITS = "seconds since 2001-01-01 00:00:00"
+
+
+def window_metadata(
+    table: WindowTable, *, utcf: float, triggers: Sequence[dict[str, Any]] = ()
+) -> dict[str, np.ndarray]:
+    """UTC start time and trigger type/time for every window of one observation.
+
+    A window belongs to the GUANO dump whose [trigger + offset, + duration] span contains it; when
+    none does (hand-ingested files, padding at the edges) the nearest dump is used, and without any
+    dump the trigger fields are empty / NaN.
+    """
+    n = len(table)
+    trigger_type = np.full(n, "", dtype=object)
+    trigger_met = np.full(n, np.nan)
+    if triggers and n:
+        begin = np.array([t["trigger_met"] + t.get("offset", 0.0) for t in triggers])
+        end = begin + np.array([t.get("duration", 0.0) for t in triggers])
+        centre = (table.window_start + table.window_stop) / 2
+        distance = np.maximum(begin[None, :] - centre[:, None], centre[:, None] - end[None, :])
+        nearest = np.argmin(np.maximum(distance, 0.0), axis=1)
+        trigger_type[:] = [str(triggers[i].get("triggertype", "")) for i in nearest]
+        trigger_met = np.array([float(triggers[i]["trigger_met"]) for i in nearest])
+    return {
+        "window_start_utc": table.window_start + utcf,
+        "trigger_type": trigger_type.astype(str),
+        "trigger_time_utc": trigger_met + utcf,
+    }

@@ -1,0 +1,95 @@
+"""Bounded, timed-out, retried reads of whole objects from local paths, s3:// or https://.
+
+The one place that knows how to talk to remote storage for event files: every fetch has a
+timeout, a fixed number of attempts and exponential backoff; failures a retry can fix end as
+TransientError, a missing object as FileNotFoundError, so callers can try the next location.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import fsspec
+
+from batglitch.errors import TransientError
+
+T = TypeVar("T")
+PUBLIC_BUCKETS = ("nasa-heasarc",)
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    timeout_s: float = 120.0
+    attempts: int = 4
+    backoff_s: float = 1.0  # doubled after every failed attempt
+
+
+@dataclass(frozen=True)
+class Blob:
+    data: bytes
+    url: str
+    size: int
+    etag: str | None
+
+
+def storage_options_for(url: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Options fsspec needs for a URL: anonymous access to public buckets, timeouts everywhere.
+
+    The endpoint of S3 follows AWS_ENDPOINT_URL_S3 (LocalStack) through botocore itself.
+    """
+    protocol = fsspec.utils.get_protocol(url)
+    options: dict[str, Any] = {}
+    if protocol == "s3":
+        bucket = url.split("://", 1)[1].split("/", 1)[0]
+        anon_default = "1" if bucket in PUBLIC_BUCKETS else "0"
+        options["anon"] = os.environ.get("BATGLITCH_S3_ANON", anon_default) == "1"
+        options["config_kwargs"] = {"connect_timeout": 10, "read_timeout": 60}
+    return {**options, **(overrides or {})}
+
+
+def with_retries(action: Callable[[], T], what: str, policy: FetchPolicy) -> T:
+    """Run ``action`` up to ``policy.attempts`` times; give up with TransientError naming ``what``."""
+    delay = policy.backoff_s
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return action()
+        except (FileNotFoundError, PermissionError, IsADirectoryError):
+            raise
+        except Exception as exc:  # network stacks raise many unrelated types for the same outage
+            if attempt == policy.attempts:
+                raise TransientError(f"{what}: failed {attempt} times, last: {exc!r}") from exc
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def fetch(url: str, policy: FetchPolicy | None = None, storage_options: dict | None = None) -> Blob:
+    """Read one whole object into memory (event files are tens of MB at most)."""
+    policy = policy or FetchPolicy()
+    fs, path = fsspec.core.url_to_fs(url, **storage_options_for(url, storage_options))
+
+    def read() -> Blob:
+        info = fs.info(path)
+        data = fs.cat_file(path)
+        etag = info.get("ETag") or info.get("etag")
+        return Blob(data, url, len(data), etag.strip('"') if isinstance(etag, str) else None)
+
+    return with_retries(lambda: _timed(read, policy.timeout_s, url), f"reading {url}", policy)
+
+
+def _timed(action: Callable[[], T], timeout_s: float, url: str) -> T:
+    """Enforce a wall-clock limit on one attempt, whatever the filesystem's own timeouts are."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(action)
+    try:
+        return future.result(timeout=timeout_s)
+    except FutureTimeout as exc:
+        raise TimeoutError(f"{url}: no answer within {timeout_s:.0f} s") from exc
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
