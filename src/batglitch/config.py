@@ -27,6 +27,9 @@ class DetectionConfig:
     lowres_x_edges: tuple[float, ...] = (*range(0, 271, 18), 285)
     lowres_y_edges: tuple[float, ...] = (*range(0, 166, 11), 172)
     lowres_energy_edges: tuple[float, ...] = (15.0, 50.0, 350.0)
+    lightcurve_bins: int = (
+        64  # 16 ms bins of context stored around each window (not in the reference)
+    )
 
     @property
     def lowres_shape(self) -> tuple[int, int, int]:

@@ -16,7 +16,7 @@ import numpy as np
 from batglitch.config import N_DETX, N_DETY, DetectionConfig, edges_array
 from batglitch.errors import EventFileError
 from batglitch.events import EventList
-from batglitch.glitches import Windows, find_windows, time_sorted
+from batglitch.glitches import Windows, find_windows, light_curves, time_sorted
 
 DPI_DTYPE = np.uint16
 PLANE = N_DETX * N_DETY
@@ -34,6 +34,7 @@ class WindowTable:
     n_events: np.ndarray  # int64, all energies
     dpi: np.ndarray  # uint16 (n, 286, 173) [DETX, DETY]
     dpi_lowres: np.ndarray  # uint16 (n, 16, 16, 2) [sand_y, sand_x, band]
+    lightcurve: np.ndarray  # int32 (n, lightcurve_bins), 16 ms context around the flagged bin
 
     def __len__(self) -> int:
         return len(self.window_start)
@@ -96,4 +97,5 @@ def window_images(events: EventList, windows: Windows, config: DetectionConfig) 
         n_events=counts,
         dpi=dpi,
         dpi_lowres=lowres,
+        lightcurve=light_curves(events.time, windows.t0[keep], config),
     )

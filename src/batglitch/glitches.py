@@ -18,6 +18,7 @@ from batglitch.events import EventList
 class Windows:
     """Flagged 16 ms bins, one row per window (in GTI order, then bin order, as the reference)."""
 
+    t0: np.ndarray  # start of the flagged 16 ms bin
     start: np.ndarray  # t_min = t0 - pad
     stop: np.ndarray  # t_max = t0 + bin + pad
     snr_low: np.ndarray  # z_low of the flagged bin
@@ -84,11 +85,24 @@ def find_windows(events: EventList, config: DetectionConfig | None = None) -> Wi
         parts.append((edges[flagged], z_low[flagged], ratio[flagged]))
     if not parts:
         empty = np.empty(0, dtype=np.float64)
-        return Windows(empty, empty.copy(), empty.copy(), empty.copy())
+        return Windows(empty, empty, empty, empty, empty)
     t0, snr_low, snr_ratio = (np.concatenate(p) for p in zip(*parts, strict=True))
     return Windows(
+        t0=t0,
         start=t0 - config.pad_s,
         stop=t0 + config.bin_s + config.pad_s,
         snr_low=snr_low,
         snr_ratio=snr_ratio,
     )
+
+
+def light_curves(sorted_time: np.ndarray, t0: np.ndarray, config: DetectionConfig) -> np.ndarray:
+    """All-energy counts in ``lightcurve_bins`` 16 ms bins centred on each flagged bin.
+
+    Context for people and models looking at a window; not part of the reference output.
+    """
+    half = config.lightcurve_bins // 2
+    offsets = (np.arange(config.lightcurve_bins + 1) - half) * config.bin_s
+    edges = t0[:, None] + offsets[None, :]
+    cumulative = np.searchsorted(sorted_time, edges.ravel(), side="left").reshape(edges.shape)
+    return np.diff(cumulative, axis=1).astype(np.int32)
