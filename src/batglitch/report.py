@@ -1,0 +1,94 @@
+"""Run summaries: counts by status, throughput, and the failures worth a look."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from batglitch.worker import DONE, FAILED, NO_GLITCHES, NOT_ARCHIVED, ObsResult
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run_id: str
+    store: str
+    begin: str
+    end: str
+    planned: int
+    skipped_complete: int
+    done: int
+    no_glitches: int
+    not_archived: int
+    failed: int
+    windows: int
+    bytes_read: int
+    seconds: float
+    workers: int
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def obsids_per_s(self) -> float:
+        return self.planned / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "obsids_per_s": self.obsids_per_s}
+
+    def table(self) -> str:
+        """The summary a person reads at the end of a run."""
+        mb = self.bytes_read / 1e6
+        rows = [
+            ("obsids planned", f"{self.planned}"),
+            ("  already complete (skipped)", f"{self.skipped_complete}"),
+            ("  done (with glitches)", f"{self.done}"),
+            ("  no glitches", f"{self.no_glitches}"),
+            ("  not yet archived", f"{self.not_archived}"),
+            ("  failed", f"{self.failed}"),
+            ("windows written", f"{self.windows}"),
+            ("event data read", f"{mb:.1f} MB"),
+            ("wall time", f"{self.seconds:.1f} s with {self.workers} worker(s)"),
+            (
+                "throughput",
+                f"{self.obsids_per_s:.2f} obsids/s, {mb / max(self.seconds, 1e-9):.1f} MB/s",
+            ),
+        ]
+        width = max(len(k) for k, _ in rows)
+        lines = [f"{k:<{width}}  {v}" for k, v in rows]
+        lines += [f"FAILED {f['obsid']}: {f['error']}" for f in self.failures]
+        return "\n".join(lines)
+
+
+def summarize(
+    results: Sequence[ObsResult],
+    *,
+    run_id: str,
+    store: str,
+    begin: str,
+    end: str,
+    skipped_complete: int,
+    seconds: float,
+    workers: int,
+) -> RunReport:
+    by_status = {
+        s: [r for r in results if r.status == s] for s in (DONE, NO_GLITCHES, NOT_ARCHIVED, FAILED)
+    }
+    return RunReport(
+        run_id=run_id,
+        store=store,
+        begin=begin,
+        end=end,
+        planned=len(results),
+        skipped_complete=skipped_complete,
+        done=len(by_status[DONE]),
+        no_glitches=len(by_status[NO_GLITCHES]),
+        not_archived=len(by_status[NOT_ARCHIVED]),
+        failed=len(by_status[FAILED]),
+        windows=sum(r.n_windows for r in results),
+        bytes_read=sum(r.bytes_read for r in results),
+        seconds=seconds,
+        workers=workers,
+        failures=[r.to_dict() for r in by_status[FAILED]],
+        results=[r.to_dict() for r in results],
+    )
