@@ -38,7 +38,13 @@ def write_preview(ds: xr.Dataset, path: str, n: int = 6) -> int:
     for ax_row, i in zip(axes, rows, strict=False):
         window = ds.isel(window=int(i))
         title = f"{window.obsid.values} t={float(window.window_start):.3f}"
-        ax_row[0].imshow(window.dpi.values.T, origin="lower", cmap="magma", aspect="auto")
+        detx, dety = np.nonzero(window.dpi.values)
+        counts = window.dpi.values[detx, dety]
+        # dots sized by counts: single hot detectors vanish when a 286x173 image is downsampled
+        ax_row[0].scatter(detx, dety, s=4 * counts, c=counts, cmap="plasma", linewidths=0)
+        ax_row[0].set_xlim(-1, 286)
+        ax_row[0].set_ylim(-1, 173)
+        ax_row[0].set_facecolor("#f4f4f4")
         ax_row[0].set_title(
             f"{title}\nDPI (DETX x DETY), {int(window.n_events)} counts", fontsize=8
         )

@@ -96,7 +96,12 @@ def archive_blob(
     """Detect glitches in one event file already in memory and write its fragment."""
     started = time.perf_counter() if started is None else started
     config = config or DetectionConfig()
-    events = parse_events(blob.data, blob.url, allow_uncalibrated=allow_uncalibrated)
+    try:
+        events = parse_events(blob.data, blob.url, allow_uncalibrated=allow_uncalibrated)
+    except EventFileError as exc:
+        if exc.obsid or not expected_obsid:
+            raise
+        raise EventFileError(exc.source, exc.problem, expected_obsid) from exc
     obsid = events.obsid or expected_obsid
     if obsid is None:
         raise EventFileError(blob.url, "no OBS_ID in the header and none given")
