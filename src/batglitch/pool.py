@@ -1,50 +1,58 @@
-"""The embedded default: plan, process with a local process pool, finalize, report.
+"""The embedded default: the job's steps on this machine, workers in a local process pool.
 
-An adapter: it only schedules core calls (catalog.plan, worker.process_safely, Archive.finalize)
+An adapter: it only schedules the core steps (job.plan_run, job.process_item, job.finalize_run)
 on local processes and shows progress.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 from tqdm import tqdm
 
-from batglitch.archive import Archive, new_attempt_id
-from batglitch.catalog import ObsEntry, plan, write_manifest
-from batglitch.report import RunReport, summarize
-from batglitch.worker import ObsResult, process_safely
+from batglitch.archive import Archive
+from batglitch.catalog import ObsEntry, read_manifest
+from batglitch.job import finalize_run, plan_run, process_item
+from batglitch.report import RunReport
+from batglitch.worker import ObsResult
 
 _archive: Archive | None = None
 
 
-def _work(entry: ObsEntry, store: str) -> ObsResult:
+def _work(entry: ObsEntry, store: str, run_id: str | None) -> ObsResult:
     """Runs in a pool process; the archive handle is made once per process."""
     global _archive
     if _archive is None or _archive.url != store.rstrip("/"):
         _archive = Archive(store)
-    return process_safely(entry, _archive)
+    return process_item(entry, _archive, run_id)
 
 
 def process_all(
-    entries: Sequence[ObsEntry], store: str, workers: int, *, progress: bool = True
+    entries: Sequence[ObsEntry],
+    store: str,
+    workers: int,
+    *,
+    run_id: str | None = None,
+    progress: bool = True,
 ) -> list[ObsResult]:
     """Process every entry on `workers` processes (spawned: no forked network clients)."""
-    if workers <= 1:
-        results_iter = (_work(e, store) for e in entries)
-        return list(tqdm(results_iter, total=len(entries), desc="obsids", disable=not progress))
+    bar = tqdm(total=len(entries), desc="obsids", unit="obsid", disable=not progress)
     results = []
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(_work, e, store) for e in entries]
-        for future in tqdm(
-            as_completed(futures), total=len(futures), desc="obsids", disable=not progress
-        ):
-            results.append(future.result())
+    if workers <= 1:
+        for entry in entries:
+            results.append(_work(entry, store, run_id))
+            bar.update()
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [pool.submit(_work, e, store, run_id) for e in entries]
+            for future in as_completed(futures):
+                results.append(future.result())
+                bar.update()
+    bar.close()
     return sorted(results, key=lambda r: r.obsid)
 
 
@@ -61,30 +69,12 @@ def run(
     log: Callable[[str], None] = print,
 ) -> RunReport:
     """The whole job on one machine. Re-running a range only processes what is not complete."""
-    started = time.perf_counter()
-    archive = Archive(store)
-    run_id = new_attempt_id()
-    complete = set() if force else archive.completed_obsids()
-    log(f"planning {begin} .. {end} (GUANO); {len(complete)} obsids already complete in {store}")
-    planned = plan(begin, end, **(plan_options or {}))
-    entries = [e for e in planned if e.obsid not in complete]
-    skipped = len(planned) - len(entries)
-    if limit is not None:
-        entries = entries[:limit]
-    write_manifest(entries, f"{archive.url}/manifests/{run_id}.jsonl", archive.storage_options)
-    log(f"processing {len(entries)} obsids with {workers} worker(s)")
-    results = process_all(entries, store, workers, progress=progress)
-    summary = archive.finalize()
-    log(f"finalized: {summary.n_windows} windows from {summary.n_obsids} complete obsids")
-    report = summarize(
-        results,
-        run_id=run_id,
-        store=store,
-        begin=str(begin),
-        end=str(end),
-        skipped_complete=skipped,
-        seconds=time.perf_counter() - started,
-        workers=workers,
+    log(f"planning {begin} .. {end} from GUANO into {store}")
+    run_plan = plan_run(begin, end, store, force=force, limit=limit, plan_options=plan_options)
+    log(
+        f"run {run_plan.run_id}: {run_plan.n_obsids} obsids to process, "
+        f"{run_plan.skipped_complete} already complete; {workers} worker(s)"
     )
-    archive.put_json(f"runs/{run_id}.json", report.to_dict())
-    return report
+    entries = read_manifest(run_plan.manifest, Archive(store).storage_options)
+    process_all(entries, store, workers, run_id=run_plan.run_id, progress=progress)
+    return finalize_run(store, run_plan.run_id, workers=workers)

@@ -1,0 +1,114 @@
+"""The three steps of a run, shared by every orchestrator (local pool, Step Functions, Batch).
+
+plan_run writes the manifest and the run's plan record; each worker writes one result record;
+finalize_run rebuilds the training view and reports from what is stored, so it needs nothing but
+the archive URL and the run id, whichever machine ran the workers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from batglitch.archive import Archive, new_attempt_id, utc_now
+from batglitch.catalog import ObsEntry, plan, read_manifest, write_manifest
+from batglitch.report import RunReport, summarize
+from batglitch.worker import FAILED, ObsResult, process_safely
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    run_id: str
+    store: str
+    begin: str
+    end: str
+    manifest: str  # URL of the JSON-lines manifest
+    n_obsids: int
+    skipped_complete: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def rolling_range(scheduled_time: str, lookback_days: int) -> tuple[str, str]:
+    """[day - lookback, day) for a schedule firing at scheduled_time (UTC dates, ISO)."""
+    day = dt.datetime.fromisoformat(scheduled_time.replace("Z", "+00:00")).date()
+    return (day - dt.timedelta(days=lookback_days)).isoformat(), day.isoformat()
+
+
+def plan_run(
+    begin: str,
+    end: str,
+    store: str,
+    *,
+    force: bool = False,
+    limit: int | None = None,
+    plan_options: dict[str, Any] | None = None,
+) -> RunPlan:
+    """List the range's obsids, leave out those already complete (unless forced), write the manifest."""
+    archive = Archive(store)
+    run_id = new_attempt_id()
+    complete = set() if force else archive.completed_obsids()
+    planned = plan(begin, end, **(plan_options or {}))
+    fresh = [e for e in planned if e.obsid not in complete]
+    entries = fresh[:limit]
+    manifest = f"{archive.url}/manifests/{run_id}.jsonl"
+    write_manifest(entries, manifest, archive.storage_options)
+    run = RunPlan(
+        run_id=run_id,
+        store=archive.url,
+        begin=str(begin),
+        end=str(end),
+        manifest=manifest,
+        n_obsids=len(entries),
+        skipped_complete=len(planned) - len(fresh),
+    )
+    archive.put_json(f"runs/{run_id}/plan.json", {**run.to_dict(), "planned_at": time.time()})
+    return run
+
+
+def process_item(entry: ObsEntry, archive: Archive, run_id: str | None) -> ObsResult:
+    """Process one obsid and, inside a run, leave its result record for finalize_run."""
+    result = process_safely(entry, archive)
+    if run_id:
+        archive.put_json(f"runs/{run_id}/results/{entry.obsid}.json", result.to_dict())
+    return result
+
+
+def run_results(archive: Archive, run_id: str) -> list[ObsResult]:
+    """Every manifest entry's result; an entry whose worker died without a record counts as failed."""
+    info = archive.get_json(f"runs/{run_id}/plan.json")
+    paths = archive.fs.glob(archive.path(f"runs/{run_id}/results/*.json"))
+    stored = {}
+    for raw in archive.fs.cat(paths).values() if paths else ():
+        record = ObsResult(**json.loads(raw))
+        stored[record.obsid] = record
+    results = []
+    for entry in read_manifest(info["manifest"], archive.storage_options):
+        missing = ObsResult(
+            entry.obsid, FAILED, error="no result recorded: the worker died or timed out"
+        )
+        results.append(stored.get(entry.obsid, missing))
+    return results
+
+
+def finalize_run(store: str, run_id: str, *, workers: int = 0) -> RunReport:
+    """Rebuild the view from complete fragments, then report on this run and store the report."""
+    archive = Archive(store)
+    archive.finalize()
+    info = archive.get_json(f"runs/{run_id}/plan.json")
+    report = summarize(
+        run_results(archive, run_id),
+        run_id=run_id,
+        store=archive.url,
+        begin=info["begin"],
+        end=info["end"],
+        skipped_complete=info["skipped_complete"],
+        seconds=time.time() - info["planned_at"],
+        workers=workers,
+    )
+    archive.put_json(f"runs/{run_id}/report.json", {**report.to_dict(), "finalized_at": utc_now()})
+    return report
