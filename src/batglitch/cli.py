@@ -69,7 +69,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     """One manifest item, e.g. as an array job: the index defaults to AWS_BATCH_JOB_ARRAY_INDEX."""
     from batglitch.archive import Archive
     from batglitch.catalog import read_manifest
-    from batglitch.worker import FAILED, process_safely
+    from batglitch.job import process_item
+    from batglitch.worker import FAILED
 
     index = (
         args.index
@@ -80,7 +81,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     if not 0 <= index < len(entries):
         print(f"index {index} outside the manifest's {len(entries)} entries", file=sys.stderr)
         return 2
-    result = process_safely(entries[index], Archive(args.store))
+    result = process_item(entries[index], Archive(args.store), args.run_id)
     print(json.dumps(result.to_dict()))
     return 1 if result.status == FAILED else 0
 
@@ -88,6 +89,11 @@ def cmd_process(args: argparse.Namespace) -> int:
 def cmd_finalize(args: argparse.Namespace) -> int:
     from batglitch.archive import Archive
 
+    if args.run_id:
+        from batglitch.job import finalize_run
+
+        print(finalize_run(args.store, args.run_id).table())
+        return 0
     summary = Archive(args.store).finalize()
     print(f"{args.store}: {summary.n_windows} windows from {summary.n_obsids} obsids")
     return 0
@@ -210,9 +216,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", required=True)
     s.add_argument("--index", type=int, default=None)
     s.add_argument("--store", required=True)
+    s.add_argument("--run-id", default=None, help="record the result for `finalize --run-id`")
 
     s = add("finalize", cmd_finalize, "rebuild the archive's training view from complete fragments")
     s.add_argument("--store", required=True)
+    s.add_argument("--run-id", default=None, help="also report on this run")
 
     s = add("preview", cmd_preview, "PNG of a few windows: DPIs and light curves")
     s.add_argument("store")

@@ -16,7 +16,7 @@ from typing import Any
 from batglitch.archive import Archive, new_attempt_id, utc_now
 from batglitch.catalog import ObsEntry, plan, read_manifest, write_manifest
 from batglitch.report import RunReport, summarize
-from batglitch.worker import FAILED, ObsResult, process_safely
+from batglitch.worker import FAILED, ObsResult, failed, process_entry
 
 
 @dataclass(frozen=True)
@@ -70,12 +70,30 @@ def plan_run(
     return run
 
 
-def process_item(entry: ObsEntry, archive: Archive, run_id: str | None) -> ObsResult:
-    """Process one obsid and, inside a run, leave its result record for finalize_run."""
-    result = process_safely(entry, archive)
-    if run_id:
-        archive.put_json(f"runs/{run_id}/results/{entry.obsid}.json", result.to_dict())
+def process_item(
+    entry: ObsEntry, archive: Archive, run_id: str | None, *, raise_errors: bool = False
+) -> ObsResult:
+    """Process one obsid and, inside a run, leave its result record for finalize_run.
+
+    A failure becomes a FAILED result; with raise_errors the exception is re-raised after it is
+    recorded, so an orchestrator that retries by error type (Step Functions) sees its class.
+    """
+    started = time.perf_counter()
+    try:
+        result = process_entry(entry, archive)
+    except Exception as exc:  # one bad observation must never end a run
+        result = failed(entry.obsid, exc, started)
+        _record(archive, run_id, result)
+        if raise_errors:
+            raise
+        return result
+    _record(archive, run_id, result)
     return result
+
+
+def _record(archive: Archive, run_id: str | None, result: ObsResult) -> None:
+    if run_id:
+        archive.put_json(f"runs/{run_id}/results/{result.obsid}.json", result.to_dict())
 
 
 def run_results(archive: Archive, run_id: str) -> list[ObsResult]:

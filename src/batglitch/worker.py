@@ -142,15 +142,6 @@ def failed(obsid: str, exc: BaseException, started: float) -> ObsResult:
     )
 
 
-def process_safely(entry: ObsEntry, archive: Archive, **kwargs: Any) -> ObsResult:
-    """process_entry for batch runs: a failure becomes a FAILED result instead of stopping others."""
-    started = time.perf_counter()
-    try:
-        return process_entry(entry, archive, **kwargs)
-    except Exception as exc:  # one bad observation must never end the run
-        return failed(entry.obsid, exc, started)
-
-
 def ingest_file(url: str, archive: Archive, **kwargs: Any) -> ObsResult:
     """Archive an event file a user already has (obsid from its OBS_ID header); never raises."""
     started = time.perf_counter()

@@ -1,0 +1,1 @@
+"""AWS Lambda entry points (thin adapters over batglitch's core steps)."""

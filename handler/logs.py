@@ -1,0 +1,46 @@
+"""Structured JSON logs: every line carries the request id and, while one is processed, the obsid."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "log_context", default=None
+)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **(_context.get() or {}),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure(level: int = logging.INFO) -> None:
+    """Replace the runtime's plain handler with one JSON handler on stdout (idempotent)."""
+    root = logging.getLogger()
+    root.handlers = [logging.StreamHandler(sys.stdout)]
+    root.handlers[0].setFormatter(JsonFormatter())
+    root.setLevel(level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Swift API request is noise
+
+
+@contextmanager
+def log_context(**fields: str | None) -> Iterator[None]:
+    token = _context.set({**(_context.get() or {}), **{k: v for k, v in fields.items() if v}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
