@@ -1,4 +1,4 @@
-# The one entry point. Every target bootstraps what it needs.
+# The one entry point. Every target bootstraps what it needs on a fresh machine.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,8 +7,10 @@ STORE ?= out/archive.zarr
 BEGIN ?= 2024-03-01
 END ?= 2024-03-31
 WORKERS ?= 2
+SOURCE ?= fake
+PYTEST_ARGS ?=
 
-.PHONY: install lint test run run-local stop-local bench image-test clean
+.PHONY: install lint test run run-local stop-local localstack bench image-test clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,17 +21,38 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests handler infra scripts
-	$(BIN)/ruff format --check src tests handler infra scripts
+	$(BIN)/ruff check src tests handler infra benchmarks
+	$(BIN)/ruff format --check src tests handler infra benchmarks
 
-test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+# LocalStack (pinned, own venv, or its container where Docker runs): installed here, started and
+# stopped by the test session itself.
+localstack:
+	scripts/localstack.sh install
+
+test: lint localstack
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# SOURCE=fake (default): fake Swift API + synthetic HEASARC tree, no network needed.
+# SOURCE=real: the real Swift API and the public HEASARC archive.
+run: $(STAMP)
+ifeq ($(SOURCE),real)
+	$(BIN)/batglitch run --begin $(BEGIN) --end $(END) --store $(STORE) --workers $(WORKERS) --preview out/preview.png
+else
+	$(BIN)/batglitch demo --begin $(BEGIN) --end $(END) --store $(STORE) --workers $(WORKERS) --preview out/preview.png
+endif
+
+run-local: $(STAMP) localstack
+	$(BIN)/python -m batglitch.localrun --begin $(BEGIN) --end $(END)
+
+stop-local:
+	scripts/localstack.sh stop
 
 bench: $(STAMP)
-	$(BIN)/python -m batglitch.bench
+	$(BIN)/python benchmarks/bench_core.py
+	$(BIN)/python benchmarks/bench_run.py
 
-run: $(STAMP)
-	$(BIN)/batglitch demo --store $(STORE) --begin $(BEGIN) --end $(END) --workers $(WORKERS)
+image-test: $(STAMP) localstack
+	scripts/image_test.sh
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache cdk.out
