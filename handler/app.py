@@ -47,7 +47,12 @@ def plan(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             begin, end, _store(event), force=bool(event.get("force")), limit=event.get("limit")
         )
         logger.info("planned %d obsids for %s..%s, run %s", run.n_obsids, begin, end, run.run_id)
-        return {**run.to_dict(), "manifest_location": _bucket_key(run.manifest)}
+        # the Distributed Map's ItemReader takes the manifest as bucket + key
+        return {
+            **run.to_dict(),
+            "manifest": _bucket_key(run.manifest),
+            "manifest_url": run.manifest,
+        }
 
 
 def process(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

@@ -45,7 +45,7 @@ class Context:
 
 def items(run: dict) -> list[dict]:
     """What the Distributed Map's ItemSelector hands to process: entry + store + run_id."""
-    entries = read_manifest(run["manifest"])
+    entries = read_manifest(run["manifest_url"])
     return [
         {**json.loads(e.to_json()), "store": run["store"], "run_id": run["run_id"]} for e in entries
     ]
@@ -57,7 +57,7 @@ def test_plan_process_finalize_in_process(services, tmp_path, capsys):
     store = str(tmp_path / "archive.zarr")
     run = app.plan({"begin": "2024-03-01", "end": "2024-03-06", "store": store}, Context())
     assert run["n_obsids"] == 6
-    assert run["manifest_location"]["key"].endswith(f"manifests/{run['run_id']}.jsonl")
+    assert run["manifest"]["key"].endswith(f"manifests/{run['run_id']}.jsonl")
     corrupt = {o.obsid for o in services["observations"] if o.corrupt}
     statuses, raised = {}, {}
     for item in items(run):
@@ -93,7 +93,7 @@ def test_scheduled_plan_covers_the_rolling_range(services, tmp_path):
         for o in services["observations"]
         if any(datetime(2024, 3, 1) <= d.trigger_utc < datetime(2024, 3, 5) for d in o.dumps)
     }
-    assert dumps and {e.obsid for e in read_manifest(run["manifest"])} == in_range
+    assert dumps and {e.obsid for e in read_manifest(run["manifest_url"])} == in_range
 
 
 def test_process_under_awslambdaric(services, tmp_path):
