@@ -1,0 +1,21 @@
+"""Local stand-ins for the external systems (Swift API, HEASARC archive) for tests and offline runs."""
+
+from batglitch.fakes.heasarc import fill_heasarc
+from batglitch.fakes.swift_api import (
+    FakeDump,
+    FakeObservation,
+    FakeSwiftAPI,
+    Fault,
+    fake_observations,
+    utcf_at,
+)
+
+__all__ = [
+    "FakeDump",
+    "FakeObservation",
+    "FakeSwiftAPI",
+    "Fault",
+    "fake_observations",
+    "fill_heasarc",
+    "utcf_at",
+]
