@@ -266,7 +266,7 @@ class Archive:
         with warnings.catch_warnings():  # fragments/ and complete/ are not nodes, on purpose
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(self.zarr_store())
-        pruned = self.prune(markers, grace_s=prune_grace_s)
+        pruned = self.prune(grace_s=prune_grace_s)
         return FinalizeSummary(n_obsids=len(markers), n_windows=total, pruned=pruned)
 
     def _fragment_rows(
@@ -297,22 +297,38 @@ class Archive:
                 dimension_names=("fragment",), overwrite=True,
             )[...] = data if numeric else data.astype(str)  # fmt: skip
 
-    def prune(self, markers: list[dict[str, Any]], *, grace_s: float) -> int:
-        """Delete attempts nobody will read again: superseded ones, and unmarked ones older than
-        ``grace_s`` (a worker still writing one is younger than that)."""
-        keep = {(m["obsid"], m["attempt"]) for m in markers}
+    def prune(self, *, grace_s: float) -> int:
+        """Delete attempts nobody will read again: those superseded by a newer complete attempt
+        of the same obsid (with their markers), and unmarked ones older than ``grace_s`` (a worker
+        still writing one is younger than that). Markers are read afresh, so an attempt that
+        completed while finalize ran is never taken for garbage."""
+        latest = self.markers()
         cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=grace_s)).strftime(
             "%Y%m%dT%H%M%S%fZ"
         )
+        found = {
+            tuple(p.rstrip("/").split("/")[-2:])
+            for p in self.fs.glob(self.path(f"{FRAGMENTS}/*/*"))
+        }
+        found |= {
+            (p.split("/")[-2], p.split("/")[-1].removesuffix(".json"))
+            for p in self.fs.glob(self.path(f"{MARKERS}/*/*.json"))
+        }
         removed = 0
-        for path in self.fs.glob(self.path(f"{FRAGMENTS}/*/*")):
-            obsid, attempt = path.rstrip("/").split("/")[-2:]
-            if (obsid, attempt) in keep:
+        for obsid, attempt in sorted(found):
+            newest = latest.get(obsid, {}).get("attempt", "")
+            marker = self.path(f"{MARKERS}/{obsid}/{attempt}.json")
+            marked = self.fs.exists(marker)
+            superseded = marked and attempt < newest
+            abandoned = not marked and attempt < cutoff
+            if attempt == newest or not (superseded or abandoned):
                 continue
-            marked = self.fs.exists(self.path(f"{MARKERS}/{obsid}/{attempt}.json"))
-            if marked or attempt < cutoff:
-                self.fs.rm(path, recursive=True)
-                removed += 1
+            fragment = self.path(f"{FRAGMENTS}/{obsid}/{attempt}")
+            if self.fs.exists(fragment):
+                self.fs.rm(fragment, recursive=True)
+            if marked:
+                self.fs.rm(marker)
+            removed += 1
         return removed
 
 
@@ -342,7 +358,7 @@ def training_set(ds: xr.Dataset, resolution: str = "lowres") -> TrainingSet:
     name = {"lowres": "dpi_lowres", "original": "dpi"}[resolution]
     images = ds[name].values
     return TrainingSet(
-        X=images.reshape(len(images), -1).astype(np.float32),
+        X=images.reshape(len(images), int(np.prod(images.shape[1:]))).astype(np.float32),
         obsid=np.asarray(ds["obsid"].values, dtype=object),
         window_start=ds["window_start"].values,
         trigger_type=np.asarray(ds["trigger_type"].values, dtype=object),
