@@ -319,14 +319,20 @@ def test_worker_killed_mid_write_leaves_nothing_visible_and_a_rerun_completes(tm
     assert attempts(archive, "00000000002") == [archive.markers()["00000000002"]["attempt"]]
 
 
-def test_prune_keeps_attempts_completed_while_finalize_ran(tmp_path):
+def test_prune_keeps_attempts_completed_while_finalize_ran(tmp_path, monkeypatch):
     archive = Archive(str(tmp_path / "a.zarr"))
     archive.write_fragment(fragment("00000000001", 2, seed=1))
-    # Workers of another run complete while finalize is building the view.
-    archive.write_fragment(fragment("00000000001", 3, seed=2))
-    archive.write_fragment(fragment("00000000002", 2, seed=3))
-    archive.prune(grace_s=3600.0)
-    newest = archive.markers()
-    for obsid, marker in newest.items():
-        assert marker["attempt"] in attempts(archive, obsid)
+    build_table = archive._write_fragment_table
+
+    def workers_complete_meanwhile(*args):
+        """Finalize has read the markers; workers of another run complete now."""
+        archive.write_fragment(fragment("00000000001", 3, seed=2))
+        archive.write_fragment(fragment("00000000002", 2, seed=3))
+        build_table(*args)
+
+    monkeypatch.setattr(archive, "_write_fragment_table", workers_complete_meanwhile)
+    assert archive.finalize(prune_grace_s=0.0).n_windows == 2  # the view it had read
+    monkeypatch.undo()
+    for obsid, marker in archive.markers().items():
+        assert attempts(archive, obsid) == [marker["attempt"]]
     assert archive.finalize().n_windows == 5
