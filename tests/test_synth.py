@@ -1,0 +1,295 @@
+"""The synthetic event files must look like real BAT files and carry truthful glitches and GRBs."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from batglitch.config import N_DETX, N_DETY
+from batglitch.synth import (
+    HOT_SPOTS,
+    N_DETECTORS,
+    SynthSpec,
+    dpi_statistics,
+    event_file_bytes,
+    synth_events,
+    write_event_file,
+)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+X_EDGES = np.arange(N_DETX + 1) - 0.5
+Y_EDGES = np.arange(N_DETY + 1) - 0.5
+SPEC = SynthSpec(duration=120.0, n_glitches=6, n_grbs=2, seed=11)
+
+
+def read(data: bytes) -> fits.HDUList:
+    return fits.open(io.BytesIO(gzip.decompress(data)))
+
+
+@pytest.fixture(scope="module")
+def made():
+    data, truth = event_file_bytes(SPEC)
+    with read(data) as hdus:
+        headers = [hdu.header.copy() for hdu in hdus]
+        events = np.array(hdus["EVENTS"].data)
+        gti = np.column_stack([hdus["GTI"].data["START"], hdus["GTI"].data["STOP"]])
+    return data, truth, headers, events, gti
+
+
+def flagged_bins(events: np.ndarray, gti: np.ndarray) -> np.ndarray:
+    """Start times of the 16 ms bins the reference algorithm flags, written out step by step."""
+    time, energy = events["TIME"], events["ENERGY"]
+    flagged = []
+    for start, stop in gti:
+        edges = np.arange(start, stop + 0.016 / 2, 0.016)
+        h_low = np.histogram(time[energy <= 25.0], edges)[0]
+        h_high = np.histogram(time[energy > 50.0], edges)[0]
+        z_low = (h_low - h_low.mean()) / h_low.std()
+        z_high = (h_high - h_high.mean()) / h_high.std()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            hit = (z_low > 10) & (z_low / np.abs(z_high) > 3)
+        flagged.extend(edges[:-1][hit])
+    return np.array(flagged)
+
+
+def window_dpis(events: np.ndarray, bin_starts: np.ndarray) -> np.ndarray:
+    """DPIs of the 64 ms windows around 16 ms bins starting at bin_starts."""
+    lo = np.searchsorted(events["TIME"], bin_starts - 0.024, side="left")
+    hi = np.searchsorted(events["TIME"], bin_starts + 0.016 + 0.024, side="right")
+    return np.array(
+        [
+            np.histogram2d(events["DETX"][a:b], events["DETY"][a:b], (X_EDGES, Y_EDGES))[0]
+            for a, b in zip(lo, hi, strict=True)
+        ]
+    )
+
+
+def test_fits_layout_and_keywords(made):
+    _, _, headers, events, _ = made
+    _, evt, gti = headers
+    assert [h.get("EXTNAME", "PRIMARY") for h in headers] == ["PRIMARY", "EVENTS", "GTI"]
+    forms = {evt[f"TTYPE{k}"]: evt[f"TFORM{k}"] for k in range(1, evt["TFIELDS"] + 1)}
+    assert forms == {
+        "TIME": "1D",
+        "DET_ID": "1I",
+        "EVENT_FLAGS": "1B",
+        "PHA": "1I",
+        "PI": "1I",
+        "MASK_WEIGHT": "1E",
+        "DETX": "1I",
+        "DETY": "1I",
+        "ENERGY": "1E",
+    }
+    assert gti["TFORM1"] == gti["TFORM2"] == "1D"
+    assert (gti["TTYPE1"], gti["TTYPE2"]) == ("START", "STOP")
+    for header in headers:
+        assert header["TELESCOP"] == "SWIFT" and header["INSTRUME"] == "BAT"
+        assert header["OBS_ID"] == SPEC.obsid
+        assert header["TSTART"] == SPEC.tstart
+        assert header["TSTOP"] == SPEC.tstart + SPEC.duration
+        assert header["MJDREFI"] == 51910 and header["MJDREFF"] == pytest.approx(7.4287037e-4)
+        assert header["TIMESYS"] == "TT" and "UTCFINIT" in header
+    assert evt["GAINAPP"] is True and evt["GAINMETH"] == "FIXEDDAC"
+    assert evt["TUNIT9"] == "keV"
+    assert events["TIME"].dtype == np.dtype(">f8")
+
+
+def test_times_sorted_inside_file_and_some_outside_every_gti(made):
+    _, truth, headers, events, gti = made
+    time = events["TIME"]
+    assert np.all(np.diff(time) >= 0)
+    assert headers[1]["TSTART"] <= time[0] and time[-1] <= headers[1]["TSTOP"]
+    assert np.array_equal(gti, truth.gti) and gti.shape == (SPEC.n_gti, 2)
+    assert np.all(gti[:, 0] < gti[:, 1]) and np.all(gti[1:, 0] > gti[:-1, 1])
+    assert gti[0, 0] > SPEC.tstart and gti[-1, 1] < SPEC.tstart + SPEC.duration
+    in_gti = ((time[:, None] >= gti[:, 0]) & (time[:, None] <= gti[:, 1])).any(axis=1)
+    assert 0 < np.count_nonzero(~in_gti) < 0.2 * time.size
+
+
+def test_events_only_on_enabled_real_detectors_with_consistent_det_id(made):
+    _, truth, _, events, _ = made
+    detx, dety = events["DETX"].astype(int), events["DETY"].astype(int)
+    assert np.all(detx % 18 < 16) and np.all(dety % 11 < 8)
+    assert detx.max() <= 285 and dety.max() <= 172
+    assert truth.enabled[detx, dety].all()
+    assert truth.enabled.sum() == N_DETECTORS - round(SPEC.disabled_fraction * N_DETECTORS)
+    grid_x, grid_y = np.nonzero(truth.enabled)
+    assert np.all(grid_x % 18 < 16) and np.all(grid_y % 11 < 8)
+    position = detx * N_DETY + dety
+    pairs = np.unique(position * N_DETECTORS + events["DET_ID"])
+    assert len(np.unique(events["DET_ID"])) == len(np.unique(position)) == len(pairs)
+
+
+def test_background_rate_is_poisson_at_rate_hz():
+    spec = SynthSpec(duration=30.0, n_glitches=2, seed=3)
+    events, truth = synth_events(spec)
+    expected = spec.rate_hz * spec.duration
+    background = len(events) - truth.glitch_counts.sum()
+    assert truth.n_events == len(events)
+    assert abs(background - expected) < 5 * np.sqrt(expected)
+
+
+def test_spectrum_falls_with_tails_below_15_and_above_350_kev(made):
+    _, _, _, events, _ = made
+    energy = events["ENERGY"].astype(float)
+    assert 0.05 < np.mean(energy < 15) < 0.3
+    assert 0.005 < np.mean(energy > 350) < 0.1
+    edges = np.geomspace(30, 400, 8)
+    per_kev = np.histogram(energy, edges)[0] / np.diff(edges)
+    assert np.all(np.diff(per_kev) < 0)
+    assert np.array_equal(events["PI"], np.rint(energy * 10).astype(int))
+    busiest = Counter(events["DET_ID"].tolist()).most_common(1)[0][0]
+    mine = events[events["DET_ID"] == busiest]
+    assert np.all(np.diff(mine["PHA"][np.argsort(mine["ENERGY"])]) >= 0)
+
+
+def test_every_glitch_is_flagged_and_nothing_else(made):
+    _, truth, _, events, gti = made
+    assert len(truth.glitch_times) == SPEC.n_glitches
+    assert np.array_equal(np.sort(flagged_bins(events, gti)), truth.glitch_times)
+
+
+def test_grbs_are_real_hard_bursts_that_are_not_flagged(made):
+    _, truth, _, events, gti = made
+    time, energy = events["TIME"], events["ENERGY"]
+    flagged = flagged_bins(events, gti)
+    assert len(truth.grb_times) == SPEC.n_grbs
+    for peak in truth.grb_times:
+        assert not np.any(np.abs(flagged - peak) < 1.0)
+        near = np.abs(time - peak) < 0.5
+        quiet = (np.abs(time - peak) > 30) & (np.abs(time - peak) < 40)  # 20 s of background
+        hard_excess = (
+            np.count_nonzero(near & (energy > 50)) - np.count_nonzero(quiet & (energy > 50)) / 20
+        )
+        soft_excess = (
+            np.count_nonzero(near & (energy <= 25)) - np.count_nonzero(quiet & (energy <= 25)) / 20
+        )
+        assert hard_excess > 5 * np.sqrt(np.count_nonzero(quiet & (energy > 50)) / 20)
+        assert hard_excess > soft_excess
+
+
+def test_glitches_are_short_low_energy_bursts(made):
+    _, truth, _, events, _ = made
+    time, energy = events["TIME"], events["ENERGY"]
+    background_high = np.count_nonzero(energy > 50) / SPEC.duration * 0.016
+    for t0, n in zip(truth.glitch_times, truth.glitch_counts, strict=True):
+        in_bin = (time >= t0) & (time < t0 + 0.016)
+        assert np.count_nonzero(in_bin & (energy <= 25)) >= n
+        assert np.count_nonzero(in_bin & (energy > 50)) < background_high + 5 * np.sqrt(
+            background_high
+        )
+
+
+def test_same_spec_same_bytes_and_every_target_kind(tmp_path):
+    spec = SynthSpec(duration=10.0, n_glitches=2, n_grbs=1, seed=7)
+    data, truth = event_file_bytes(spec)
+    assert event_file_bytes(spec)[0] == data
+    assert data[4:8] == b"\0\0\0\0"  # no gzip timestamp
+    path = tmp_path / "sw00012345000bevshpo_uf.evt.gz"
+    assert np.array_equal(write_event_file(path, spec).glitch_times, truth.glitch_times)
+    assert path.read_bytes() == data
+    sink = io.BytesIO()
+    write_event_file(sink, spec)
+    assert sink.getvalue() == data
+    with fits.open(path) as hdus:
+        assert len(hdus["EVENTS"].data) == truth.n_events
+    other, other_truth = event_file_bytes(SynthSpec(duration=10.0, n_glitches=2, seed=8))
+    assert other != data
+    assert not np.array_equal(other_truth.glitch_times, truth.glitch_times)
+
+
+def test_without_gain_correction_energy_is_off_by_a_few_kev():
+    base = SynthSpec(duration=10.0, n_glitches=0, seed=5)
+    corrected, _ = synth_events(base)
+    raw_data, _ = event_file_bytes(SynthSpec(duration=10.0, n_glitches=0, seed=5, gainapp=False))
+    with read(raw_data) as hdus:
+        assert hdus["EVENTS"].header["GAINAPP"] is False
+        assert hdus["EVENTS"].header["GAINMETH"] != "FIXEDDAC"
+        raw = np.array(hdus["EVENTS"].data)
+    for column in ("TIME", "DET_ID", "PHA"):
+        assert np.array_equal(raw[column], corrected[column])
+    error = np.abs(raw["ENERGY"].astype(float) - corrected["ENERGY"])
+    assert 0.3 < np.median(error) < 5
+    assert np.mean(error > 0.05) > 0.9
+
+
+def test_dpi_statistics_on_known_images():
+    peaks = np.array([5, 20, 50])
+    dpis = np.zeros((3, N_DETX, N_DETY))
+    rng = np.random.default_rng(0)
+    for dpi, peak in zip(dpis, peaks, strict=True):
+        flat = dpi.reshape(-1)
+        flat[rng.choice(flat.size, size=101, replace=False)] = 1
+        flat[np.flatnonzero(flat)[0]] = peak
+    stats = dpi_statistics(dpis)
+    assert stats["median_total"] == np.median(peaks + 100)
+    assert stats["median_max"] == np.median(peaks)
+    assert stats["median_top10_fraction"] == pytest.approx(np.median((peaks + 9) / (peaks + 100)))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"obsid": "12345"},
+        {"obsid": "0001234500a"},
+        {"duration": 0.0},
+        {"disabled_fraction": 1.0},
+        {"n_glitches": -1},
+    ],
+)
+def test_spec_rejects_nonsense(bad):
+    with pytest.raises(ValueError):
+        SynthSpec(**bad)
+
+
+def test_too_many_glitches_for_the_gtis_is_an_error():
+    with pytest.raises(ValueError, match="glitches"):
+        synth_events(SynthSpec(duration=2.0, n_glitches=20))
+
+
+@pytest.fixture(scope="module")
+def real():
+    if not SHARED_DATA.is_dir():
+        pytest.skip("real reference data (../shared/data) not present")
+    with np.load(SHARED_DATA / "real_glitch_grb_dpis.npz") as npz:
+        dpis, labels = npz["original"], npz["original_label"]
+    mask = fits.getdata(SHARED_DATA / "bat_detmask_example.fits")
+    return dpis[labels == "GLITCH"], dpis[labels == "GRB"], np.count_nonzero(mask == 0)
+
+
+def brightest_is_hot_spot(dpis: np.ndarray) -> float:
+    hot = {position for position, _ in HOT_SPOTS}
+    peaks = [np.unravel_index(dpi.argmax(), dpi.shape) for dpi in dpis]
+    return float(np.mean([(int(x), int(y)) in hot for x, y in peaks]))
+
+
+def test_window_statistics_match_real_glitches_and_grbs(real):
+    real_glitch, real_grb, n_enabled = real
+    # Same era as the real windows: the real example mask's share of disabled detectors.
+    disabled = 1 - n_enabled / N_DETECTORS
+    glitch, grb = [], []
+    for seed in range(7):
+        spec = SynthSpec(n_glitches=5, n_grbs=2, disabled_fraction=disabled, seed=100 + seed)
+        events, truth = synth_events(spec)
+        glitch.append(window_dpis(events, truth.glitch_times))
+        grb.append(window_dpis(events, truth.grb_times))
+    ours_glitch, ours_grb = (
+        dpi_statistics(np.concatenate(glitch)),
+        dpi_statistics(np.concatenate(grb)),
+    )
+    theirs_glitch, theirs_grb = dpi_statistics(real_glitch), dpi_statistics(real_grb)
+    for ours, theirs in ((ours_glitch, theirs_glitch), (ours_grb, theirs_grb)):
+        assert ours["median_total"] == pytest.approx(theirs["median_total"], rel=0.1)
+        assert ours["median_top10_fraction"] == pytest.approx(
+            theirs["median_top10_fraction"], rel=0.25
+        )
+    assert abs(ours_glitch["median_max"] - theirs_glitch["median_max"]) <= 3
+    assert abs(ours_grb["median_max"] - theirs_grb["median_max"]) <= 1
+    share = brightest_is_hot_spot(np.concatenate(glitch))
+    assert share == pytest.approx(brightest_is_hot_spot(real_glitch), abs=0.25)
