@@ -1,0 +1,135 @@
+"""The local process pool: many processes on one archive, and re-runs of overlapping date ranges."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from batglitch import pool
+from batglitch.archive import FRAGMENTS, MARKERS, Archive, open_archive
+from batglitch.fakes import FakeSwiftAPI, fake_observations, fill_heasarc
+from batglitch.fakes.swift_api import FakeObservation
+from batglitch.report import RunReport
+
+BEGIN, END = datetime(2024, 3, 1), datetime(2024, 4, 1)
+PROVENANCE = {"fragment_attempt", "fragment_completed_at"}  # differ between any two runs
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Twelve archived observations over March, some with several dumps; the API stays up."""
+    heasarc = tmp_path_factory.mktemp("heasarc")
+    observations = fake_observations(
+        BEGIN, END, 12, seed=8, multi_dump_fraction=0.25, not_archived_fraction=0.0
+    )
+    fill_heasarc(str(heasarc), observations, rate_hz=500.0, duration=90.0, n_glitches=2)
+    with FakeSwiftAPI(observations) as api:
+        yield observations, {"api_url": api.url, "roots": [str(heasarc)]}
+
+
+def run(store: str, begin: datetime, end: datetime, options: dict, **kwargs) -> RunReport:
+    day = "%Y-%m-%d"
+    return pool.run(
+        begin.strftime(day), end.strftime(day), store, progress=False, log=lambda _: None,
+        plan_options=options, **kwargs,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def serial(world, tmp_path_factory) -> tuple[str, RunReport]:
+    """The whole range in one run on one process: what every other way must reproduce."""
+    store = str(tmp_path_factory.mktemp("serial") / "a.zarr")
+    return store, run(store, BEGIN, END, world[1], workers=1)
+
+
+def in_range(obs: FakeObservation, begin: datetime, end: datetime) -> bool:
+    return any(begin <= d.trigger_utc < end for d in obs.dumps)
+
+
+def assert_each_row_once(store: str) -> xr.Dataset:
+    """Rows per obsid == its fragment's n_windows, (obsid, window_start) unique, one attempt each."""
+    ds = open_archive(store)
+    archive = Archive(store)
+    markers = archive.markers()
+    rows = Counter(ds.obsid.values)
+    assert {o: rows.get(o, 0) for o in markers} == {o: m["n_windows"] for o, m in markers.items()}
+    assert set(rows) <= set(markers)
+    keys = list(zip(ds.obsid.values, ds.window_start.values, strict=True))
+    assert len(set(keys)) == len(keys) == sum(m["n_windows"] for m in markers.values())
+    for obsid, marker in markers.items():
+        kept = [p.name for p in Path(archive.path(f"{FRAGMENTS}/{obsid}")).glob("*")]
+        assert kept == ([marker["attempt"]] if marker["n_windows"] else [])
+        assert [p.stem for p in Path(archive.path(f"{MARKERS}/{obsid}")).glob("*.json")] == [
+            marker["attempt"]
+        ]
+    return ds
+
+
+def assert_same_view(a: xr.Dataset, b: xr.Dataset) -> None:
+    assert set(a.variables) == set(b.variables)
+    for name in set(a.variables) - PROVENANCE:
+        assert np.array_equal(a[name].values, b[name].values, equal_nan=a[name].dtype.kind == "f")
+    assert {k: v for k, v in a.attrs.items() if k != "finalized_at"} == {
+        k: v for k, v in b.attrs.items() if k != "finalized_at"
+    }
+
+
+def test_eight_processes_on_one_archive_equal_one_process(world, serial, tmp_path):
+    store = str(tmp_path / "a.zarr")
+    report = run(store, BEGIN, END, world[1], workers=8)
+    assert (report.planned, report.done, report.workers) == (12, 12, 8)
+    summary = [
+        [(r["obsid"], r["status"], r["n_windows"]) for r in x.results] for x in (report, serial[1])
+    ]
+    assert summary[0] == summary[1]
+    ds = assert_each_row_once(store)
+    assert ds.sizes["window"] == report.windows > 12
+    assert_same_view(ds, assert_each_row_once(serial[0]))
+
+
+def test_overlapping_ranges_and_forced_reruns_add_nothing_twice(world, serial, tmp_path):
+    observations, options = world
+    first = (BEGIN, BEGIN + timedelta(days=18))
+    second = (BEGIN + timedelta(days=12), END)
+    expected = [{o.obsid for o in observations if in_range(o, *r)} for r in (first, second)]
+    overlap = expected[0] & expected[1]
+    assert overlap and expected[0] - expected[1] and expected[1] - expected[0]
+
+    store = str(tmp_path / "a.zarr")
+    report = run(store, *first, options, workers=1)
+    assert (report.planned, report.done) == (len(expected[0]), len(expected[0]))
+    report = run(store, *second, options, workers=1)
+    assert report.skipped_complete == len(overlap)
+    assert report.planned == len(expected[1] - expected[0])
+    ds = assert_each_row_once(store)
+    assert set(ds.fragment_obsid.values) == expected[0] | expected[1]
+    assert_same_view(ds, assert_each_row_once(serial[0]))
+
+    before = Archive(store).markers()
+    report = run(store, *second, options, workers=1, force=True)
+    assert (report.planned, report.skipped_complete) == (len(expected[1]), 0)
+    after = Archive(store).markers()
+    assert all(after[o]["attempt"] > before[o]["attempt"] for o in expected[1])
+    assert all(after[o] == before[o] for o in expected[0] - expected[1])
+    assert_same_view(ds, assert_each_row_once(store))
+
+
+def test_run_coordinates_come_from_the_guano_dumps(world, serial):
+    ds = open_archive(serial[0])
+    by_obsid = {o.obsid: o for o in world[0]}
+    assert ds.sizes["window"] > 0
+    epoch = np.datetime64("2001-01-01T00:00:00", "ns")
+    for obsid, met, utc, kind, trigger in zip(
+        ds.obsid.values, ds.window_start.values, ds.window_start_utc.values,
+        ds.trigger_type.values, ds.trigger_time_utc.values, strict=True,
+    ):  # fmt: skip
+        first = by_obsid[obsid].dumps[0]  # the event file covers the first dump's data
+        expected = epoch + np.timedelta64(round((met + first.utcf) * 1e9), "ns")
+        assert abs(utc - expected) <= np.timedelta64(1, "us")
+        assert kind == first.triggertype
+        assert abs(trigger - np.datetime64(first.trigger_utc, "ns")) <= np.timedelta64(1, "us")
