@@ -1,0 +1,82 @@
+"""The preview PNG: which windows it shows, and that it is a real picture of the right size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from matplotlib.image import imread
+
+from batglitch.preview import pick_windows, write_preview
+
+WIDTH_PX = 15 * 90  # figsize width (in) x dpi
+ROW_PX = 2.6 * 90
+
+
+def dataset(obsids: list[str], snr: list[float], seed: int = 0) -> xr.Dataset:
+    """A training view as finalize writes it, reduced to what a preview reads."""
+    rng = np.random.default_rng(seed)
+    n = len(obsids)
+    dpi = np.zeros((n, 286, 173), np.uint16)
+    for i in range(n):
+        dpi[i, rng.integers(0, 286, 40), rng.integers(0, 173, 40)] = rng.integers(1, 12, 40)
+    return xr.Dataset(
+        {
+            "dpi": (("window", "detx", "dety"), dpi),
+            "dpi_lowres": (
+                ("window", "sand_y", "sand_x", "energy_band"),
+                rng.poisson(3, (n, 16, 16, 2)).astype(np.uint16),
+            ),
+            "lightcurve": (("window", "lc_bin"), rng.poisson(20, (n, 64)).astype(np.int32)),
+            "lc_time_offset": (("lc_bin",), (np.arange(64) - 32) * 0.016),
+        },
+        coords={
+            "obsid": ("window", np.array(obsids)),
+            "window_start": ("window", 7.0e8 + np.arange(n, dtype=np.float64)),
+            "snr_low": ("window", np.array(snr, dtype=np.float64)),
+            "n_events": ("window", dpi.sum(axis=(1, 2), dtype=np.int64)),
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [
+        (3, [1, 3, 4]),  # the strongest window of each observation first
+        (4, [0, 1, 3, 4]),  # then the strongest of the rest
+        (9, [0, 1, 2, 3, 4]),  # never more than there are
+    ],
+)
+def test_pick_windows(n, expected):
+    ds = dataset(["A", "A", "B", "B", "C"], [5.0, 9.0, 1.0, 2.0, 7.0])
+    assert pick_windows(ds, n).tolist() == expected
+
+
+def test_preview_is_a_png_with_one_row_per_window(tmp_path):
+    path = tmp_path / "preview.png"
+    assert write_preview(dataset(["A", "B", "C"], [12.0, 30.0, 11.0]), str(path), n=2) == 2
+    image = imread(path)
+    assert image.shape == (round(2 * ROW_PX), WIDTH_PX, 4)
+    assert image[..., :3].std() > 0.05  # a drawing, not a blank canvas
+
+
+def test_preview_of_an_empty_archive_says_so(tmp_path):
+    path = tmp_path / "empty.png"
+    assert write_preview(dataset([], []), str(path)) == 0
+    assert imread(path).shape == (round(ROW_PX), WIDTH_PX, 4)
+
+
+def test_a_single_hot_detector_shows(tmp_path):
+    """The reason for dots: one hot detector must not vanish in a downsampled image."""
+    quiet = dataset(["A"], [12.0])
+    quiet["dpi"][:] = 0
+    hot = quiet.copy(deep=True)
+    hot["dpi"][0, 150, 90] = 9
+    paths = [tmp_path / "quiet.png", tmp_path / "hot.png"]
+    for ds, path in zip((quiet, hot), paths, strict=True):
+        write_preview(ds, str(path), n=1)
+    quiet_image, hot_image = (imread(p)[..., :3] for p in paths)
+    left = slice(0, WIDTH_PX // 3)  # the DPI panel
+    rows, cols = np.nonzero(np.abs(hot_image[:, left] - quiet_image[:, left]).max(axis=2) > 0.2)
+    assert len(rows) >= 9  # more than a pixel's worth
+    assert np.ptp(rows) < 20 and np.ptp(cols) < 20  # in one spot: the dot, nothing else
