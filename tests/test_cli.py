@@ -1,0 +1,152 @@
+"""The command line: ingest a download tree, preview, export, and the array-job commands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from matplotlib.image import imread
+
+from batglitch.archive import Archive, open_archive
+from batglitch.cli import main
+from batglitch.fakes import FakeSwiftAPI, fake_observations, fill_heasarc
+
+OBSIDS = ("00042000001", "00042000002", "00042000003")
+PROVENANCE = ["fragment_attempt", "fragment_completed_at"]  # differ between any two runs
+
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory) -> tuple[Path, Path]:
+    """The old workflow's download tree, made with `batglitch synth`, plus one truncated file."""
+    root = tmp_path_factory.mktemp("downloads")
+    for n, obsid in enumerate(OBSIDS):
+        folder = root / obsid / "bat" / "event"
+        folder.mkdir(parents=True)
+        out = folder / f"sw{obsid}bevshpo_uf.evt.gz"
+        argv = ["synth", str(out), "--obsid", obsid, "--tstart", str(7.0e8 + 1e4 * n),
+                "--duration", "90", "--rate", "500", "--glitches", "2", "--seed", str(n)]  # fmt: skip
+        assert main(argv) == 0
+    good = root / OBSIDS[0] / "bat" / "event" / f"sw{OBSIDS[0]}bevshpo_uf.evt.gz"
+    bad = root / "00042000009" / "bat" / "event" / "sw00042000009bevshpo_uf.evt.gz"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(good.read_bytes()[:50_000])
+    (root / "README.txt").write_text("not an event file: ingest must not pick it up")
+    return root, bad
+
+
+@pytest.fixture(scope="module")
+def store(downloads, tmp_path_factory) -> str:
+    store = str(tmp_path_factory.mktemp("cli") / "archive.zarr")
+    assert main(["ingest", str(downloads[0]), "--store", store]) == 0
+    return store
+
+
+def test_ingest_reports_the_bad_file_and_archives_the_rest(downloads, tmp_path, capsys):
+    root, bad = downloads
+    store = str(tmp_path / "a.zarr")
+    assert main(["ingest", str(root), "--store", store]) == 0
+    out = capsys.readouterr().out
+    [failed] = [line for line in out.splitlines() if line.startswith("failed")]
+    assert str(bad) in failed and "truncated" in failed
+    assert sum(line.startswith("done") for line in out.splitlines()) == len(OBSIDS)
+    ds = open_archive(store)
+    assert sorted(set(ds.obsid.values)) == list(OBSIDS)
+    assert f"{ds.sizes['window']} windows from {len(OBSIDS)} obsids" in out
+
+    # Running again supersedes every fragment with an identical one: the same archive.
+    assert main(["ingest", str(root), "--store", store]) == 0
+    again = open_archive(store)
+    xr.testing.assert_equal(again.drop_vars(PROVENANCE), ds.drop_vars(PROVENANCE))
+    assert len(list(Path(store, "fragments").glob("*/*"))) == len(OBSIDS)  # old attempts pruned
+
+
+def test_ingest_exits_non_zero_when_nothing_lands(downloads, tmp_path):
+    """The real process exit status, as a shell script sees it."""
+    store = str(tmp_path / "a.zarr")
+    command = [sys.executable, "-m", "batglitch.cli", "ingest", str(downloads[1]), "--store", store]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert str(downloads[1]) in done.stdout
+    assert open_archive(store).sizes["window"] == 0
+
+
+def test_preview_writes_a_real_image(store, tmp_path, capsys):
+    out = tmp_path / "preview.png"
+    assert main(["preview", store, "--out", str(out), "-n", "3"]) == 0
+    assert f"{out}: 3 windows" in capsys.readouterr().out
+    image = imread(out)
+    assert image.shape == (round(3 * 2.6 * 90), 15 * 90, 4)
+    assert image[..., :3].std() > 0.05
+
+
+@pytest.mark.parametrize(("resolution", "features"), [("lowres", 512), ("original", 286 * 173)])
+def test_export_writes_the_training_matrix(store, tmp_path, resolution, features):
+    out = tmp_path / "train.npz"
+    assert main(["export", store, "--out", str(out), "--resolution", resolution]) == 0
+    ds = open_archive(store)
+    with np.load(out) as saved:
+        assert saved["X"].shape == (ds.sizes["window"], features)
+        images = ds["dpi" if resolution == "original" else "dpi_lowres"].values
+        assert np.array_equal(saved["X"], images.reshape(len(images), -1))
+        assert list(saved["obsid"]) == list(ds.obsid.values)
+        assert np.array_equal(saved["window_start"], ds.window_start.values)
+
+
+@pytest.fixture
+def services(tmp_path, monkeypatch):
+    """Three observations (one not archived yet) behind the fake API, found through the env."""
+    observations = fake_observations(
+        datetime(2024, 3, 1), datetime(2024, 3, 5), 3, seed=2, not_archived_fraction=0.34
+    )
+    heasarc = tmp_path / "heasarc"
+    fill_heasarc(str(heasarc), observations, rate_hz=500.0, duration=90.0, n_glitches=2)
+    monkeypatch.setenv("BATGLITCH_ARCHIVE_ROOTS", str(heasarc))
+    with FakeSwiftAPI(observations) as api:
+        monkeypatch.setenv("SWIFT_TOO_API_URL", api.url)
+        yield observations
+
+
+def test_array_job_commands(services, tmp_path, capsys, monkeypatch):
+    """plan -> process (one index per job, from AWS_BATCH_JOB_ARRAY_INDEX) -> finalize."""
+    manifest, store = str(tmp_path / "manifest.jsonl"), str(tmp_path / "a.zarr")
+    assert (
+        main(["plan", "--begin", "2024-03-01", "--end", "2024-03-05", "--manifest", manifest]) == 0
+    )
+    assert f"{manifest}: 3 obsids" in capsys.readouterr().out
+    statuses = {}
+    for index in range(3):
+        monkeypatch.setenv("AWS_BATCH_JOB_ARRAY_INDEX", str(index))
+        assert main(["process", "--manifest", manifest, "--store", store]) == 0
+        result = json.loads(capsys.readouterr().out)
+        statuses[result["obsid"]] = result["status"]
+    assert statuses == {o.obsid: "done" if o.archived else "not_archived" for o in services}
+    assert main(["process", "--manifest", manifest, "--store", store, "--index", "3"]) == 2
+    assert main(["finalize", "--store", store]) == 0
+    assert set(open_archive(store).obsid.values) == {o.obsid for o in services if o.archived}
+    assert Archive(store).completed_obsids() == {o.obsid for o in services if o.archived}
+
+
+def test_run_command_plans_processes_finalizes_and_previews(services, tmp_path):
+    store, png = str(tmp_path / "a.zarr"), tmp_path / "run.png"
+    argv = ["run", "--begin", "2024-03-01", "--end", "2024-03-05", "--store", store,
+            "--workers", "1", "--preview", str(png)]  # fmt: skip
+
+    def last_report() -> dict:
+        reports = sorted(Path(store, "runs").glob("*/report.json"))
+        return json.loads(reports[-1].read_text())
+
+    assert main(argv) == 0
+    report = last_report()
+    assert (report["planned"], report["done"], report["not_archived"]) == (3, 2, 1)
+    assert imread(png).shape[1] == 15 * 90
+    shutil.rmtree(tmp_path / "heasarc")  # nothing left to read: only the complete are skipped
+    assert main(argv) == 0
+    report = last_report()
+    assert (report["skipped_complete"], report["planned"], report["not_archived"]) == (2, 1, 1)
