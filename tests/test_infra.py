@@ -456,7 +456,10 @@ def test_batch_only_when_asked(synth: Synth) -> None:
     (job,) = synth.resources("batch", "AWS::Batch::JobDefinition").values()
     container = job["Properties"]["ContainerProperties"]
     assert job["Properties"]["PlatformCapabilities"] == ["FARGATE"]
-    assert container["Command"][:4] == ["batglitch", "process", "--manifest", "Ref::manifest"]
+    # the image's entrypoint prefixes `batglitch`; the array index comes from the environment
+    assert container["Command"][:3] == ["process", "--manifest", "Ref::manifest"]
+    assert "--index" not in container["Command"]
+    assert set(job["Properties"]["Parameters"]) == {"store"}  # the rest is per submission
     assert _image_uri(container["Image"]) == IMAGE_URI
     assert len(synth.resources("batch", "AWS::EC2::FlowLog")) == 1
 

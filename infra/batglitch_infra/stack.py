@@ -442,7 +442,7 @@ class BatglitchStack(cdk.Stack):
 
     def _batch(self, repository: ecr.IRepository, tag: str) -> None:
         """Fargate array jobs over a manifest of large obsids: `batglitch process --manifest URL`,
-        the array index (AWS_BATCH_JOB_ARRAY_INDEX) picking the item."""
+        each child's AWS_BATCH_JOB_ARRAY_INDEX picking its item (the CLI's default index)."""
         vpc = ec2.Vpc(
             self,
             "BatchVpc",
@@ -500,13 +500,15 @@ class BatglitchStack(cdk.Stack):
             image=ecs.ContainerImage.from_ecr_repository(repository, tag),
             cpu=self.settings.batch_vcpus,
             memory=cdk.Size.gibibytes(self.settings.batch_memory_gib),
+            # The image's entrypoint runs `batglitch <args>` when the first one is no handler.
             command=[
-                "batglitch",
                 "process",
                 "--manifest",
                 "Ref::manifest",
                 "--store",
                 "Ref::store",
+                "--run-id",
+                "Ref::run_id",
             ],
             environment=self._runtime_environment(),
             job_role=job_role,
@@ -526,7 +528,9 @@ class BatglitchStack(cdk.Stack):
             self,
             "BatchJob",
             container=container,
-            parameters={"manifest": "", "store": self.store_url},
+            # Given at submit-job: manifest (JSON lines of the large obsids) and the run_id of the
+            # Step Functions run they failed in, so `finalize --run-id` reports them processed.
+            parameters={"store": self.store_url},
             retry_attempts=2,
             timeout=cdk.Duration.hours(12),
         )
