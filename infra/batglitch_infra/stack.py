@@ -104,6 +104,8 @@ class BatglitchStack(cdk.Stack):
         cdk.CfnOutput(self, "StoreUrl", value=self.store_url)
         cdk.CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
         cdk.CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn)
+        for name, function in self.functions.items():
+            cdk.CfnOutput(self, f"{name.title()}FunctionName", value=function.function_name)
 
     # --- storage -------------------------------------------------------------------------------
 
