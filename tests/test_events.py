@@ -172,10 +172,6 @@ def test_unreadable_bytes_are_refused_naming_the_file(make, problem):
     assert problem in caught.value.problem and SOURCE in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="events.py drops the obsid on truncated data although the headers were read",
-)
 def test_truncated_data_names_the_obsid_from_the_readable_header():
     whole = _fits()
     with fits.open(io.BytesIO(whole)) as hdus:

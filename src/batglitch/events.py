@@ -93,14 +93,19 @@ def parse_events(raw: bytes, source: str, *, allow_uncalibrated: bool = False) -
         raise EventFileError(source, "not a FITS file (no SIMPLE card at the start)")
     hdus: dict[str, _HDU] = {}
     primary: dict[str, Any] | None = None
-    for hdu in _iter_hdus(data, source):
-        if primary is None:
-            primary = hdu.header
-        name = str(hdu.header.get("EXTNAME", "")).strip().upper()
-        if name in ("EVENTS", "GTI") and name not in hdus:
-            hdus[name] = hdu
-        if len(hdus) == 2:
-            break
+    try:
+        for hdu in _iter_hdus(data, source):
+            if primary is None:
+                primary = hdu.header
+            name = str(hdu.header.get("EXTNAME", "")).strip().upper()
+            if name in ("EVENTS", "GTI") and name not in hdus:
+                hdus[name] = hdu
+            if len(hdus) == 2:
+                break
+    except EventFileError as exc:  # name the obsid if a header before the damage gave it
+        if exc.obsid is None and (known := _obsid(hdus.get("EVENTS"), primary)):
+            raise EventFileError(source, exc.problem, known) from exc
+        raise
     obsid = _obsid(hdus.get("EVENTS"), primary)
     for needed in ("EVENTS", "GTI"):
         if needed not in hdus:
@@ -179,9 +184,8 @@ def _iter_hdus(data: bytes, source: str) -> Iterator[_HDU]:
         size = bits // 8 * int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + elements)
         if data_offset + size > len(data):
             name = header.get("EXTNAME", "PRIMARY")
-            raise EventFileError(
-                source, f"file ends inside the data of HDU {name} (truncated FITS)", None
-            )
+            problem = f"file ends inside the data of HDU {name} (truncated FITS)"
+            raise EventFileError(source, problem, _obsid(None, header))
         yield _HDU(header, data_offset, size)
         offset = data_offset + -(-size // BLOCK) * BLOCK
 
