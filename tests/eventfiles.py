@@ -111,7 +111,7 @@ def event_hdus(events: Events, *, obsid: str = OBSID, gainapp: bool = True) -> f
     tstart = float(known.min()) if known.size else 0.0
     duration = max(float(known.max()) - tstart, 1.0) if known.size else 1.0
     spec = synth.SynthSpec(obsid=obsid, tstart=tstart, duration=duration, gainapp=gainapp)
-    return synth._hdus(table, events.gti, spec)
+    return synth.fits_hdus(table, events.gti, spec)
 
 
 def file_bytes(hdus: fits.HDUList, *, gz: bool = True) -> bytes:

@@ -520,7 +520,7 @@ def _common_header(spec: SynthSpec, gti: np.ndarray) -> list[tuple[str, object, 
     ]
 
 
-def _hdus(events: np.ndarray, gti: np.ndarray, spec: SynthSpec) -> fits.HDUList:
+def fits_hdus(events: np.ndarray, gti: np.ndarray, spec: SynthSpec) -> fits.HDUList:
     common = _common_header(spec, gti)
     primary = fits.PrimaryHDU(header=fits.Header(common))
     columns = [
@@ -561,7 +561,7 @@ def event_file_bytes(spec: SynthSpec) -> tuple[bytes, SynthTruth]:
     """The gzipped FITS event file (what an .evt.gz holds) in memory, and the truth."""
     events, truth = synth_events(spec)
     raw = io.BytesIO()
-    _hdus(events, truth.gti, spec).writeto(raw)
+    fits_hdus(events, truth.gti, spec).writeto(raw)
     # mtime=0: no timestamp in the gzip header, so the bytes depend on the spec only.
     return igzip.compress(raw.getbuffer(), compresslevel=1, mtime=0), truth
 
