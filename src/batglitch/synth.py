@@ -521,6 +521,7 @@ def _common_header(spec: SynthSpec, gti: np.ndarray) -> list[tuple[str, object, 
 
 
 def fits_hdus(events: np.ndarray, gti: np.ndarray, spec: SynthSpec) -> fits.HDUList:
+    """PRIMARY, EVENTS and GTI with the real BAT column formats and header keywords."""
     common = _common_header(spec, gti)
     primary = fits.PrimaryHDU(header=fits.Header(common))
     columns = [
