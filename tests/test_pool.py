@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing
+import os
+import signal
+import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +19,8 @@ import xarray as xr
 
 from batglitch import pool
 from batglitch.archive import FRAGMENTS, MARKERS, Archive, open_archive
-from batglitch.fakes import FakeSwiftAPI, fake_observations, fill_heasarc
+from batglitch.catalog import plan
+from batglitch.fakes import FakeSwiftAPI, Fault, fake_observations, fill_heasarc
 from batglitch.fakes.swift_api import FakeObservation
 from batglitch.report import RunReport
 
@@ -133,3 +141,33 @@ def test_run_coordinates_come_from_the_guano_dumps(world, serial):
         assert abs(utc - expected) <= np.timedelta64(1, "us")
         assert kind == first.triggertype
         assert abs(trigger - np.datetime64(first.trigger_utc, "ns")) <= np.timedelta64(1, "us")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=BrokenProcessPool,
+    reason="process_all lets BrokenProcessPool escape: one worker killed (OOM killer, SIGKILL) "
+    "ends the whole run with a traceback, before finalize and the report",
+)
+def test_a_killed_pool_process_fails_its_obsid_not_the_run(world, tmp_path):
+    entries = plan(BEGIN, END, **world[1])[:3]
+    store = str(tmp_path / "a.zarr")
+    path = "/ql/stuck.evt.gz"
+    with FakeSwiftAPI([], faults=[Fault(path=path, delay_s=60.0)]) as slow:
+        stuck = dataclasses.replace(entries[0], event_urls=(f"{slow.url}{path}",))
+        with ThreadPoolExecutor(max_workers=1) as runner:
+            running = runner.submit(
+                pool.process_all, [stuck, *entries[1:]], store, 2, progress=False
+            )
+            others = {e.obsid for e in entries[1:]}
+            deadline = time.monotonic() + 120
+            while not (slow.count(path) and Archive(store).completed_obsids() >= others):
+                assert time.monotonic() < deadline and not running.done()
+                time.sleep(0.1)
+            # The others are done; the one left is stuck reading. Kill the pool's processes.
+            for child in multiprocessing.active_children():
+                os.kill(child.pid, signal.SIGKILL)
+            results = running.result(timeout=60)
+    by_obsid = {r.obsid: r for r in results}
+    assert [by_obsid[e.obsid].status for e in entries[1:]] == ["done", "done"]
+    assert by_obsid[stuck.obsid].status == "failed" and by_obsid[stuck.obsid].retryable
