@@ -66,7 +66,13 @@ class Settings:
             problems.append("manifest_input_type must be JSON or JSONL")
         if not 0 <= self.tolerated_failure_percentage <= 100:
             problems.append("tolerated_failure_percentage must be within 0..100")
-        for name in ("lookback_days", "max_concurrency", "scratch_expiry_days"):
+        for name in (
+            "lookback_days",
+            "max_concurrency",
+            "scratch_expiry_days",
+            "access_log_expiry_days",
+            "batch_max_vcpus",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
         for handler in ("plan", "process", "finalize"):
