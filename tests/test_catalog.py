@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -259,13 +261,21 @@ def test_archive_roots_setting(monkeypatch):
     assert archive_roots(["/x/"]) == ("/x",)
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
 @pytest.mark.parametrize("where", ["local", "memory"])
-def test_manifest_round_trip(observations, tmp_path, where):
+def test_manifest_round_trip(observations, tmp_path, where, suffix):
     with FakeSwiftAPI(observations) as api:
         entries = run_plan(api, slewing=True)
-    url = str(tmp_path / "runs" / "manifest.jsonl") if where == "local" else "memory://m/x.jsonl"
-    write_manifest(entries, url)
-    back = read_manifest(url)
+    url = str(tmp_path / "runs" / "manifest") if where == "local" else "memory://m/x"
+    write_manifest(entries, url + suffix)
+    text = Path(url + suffix).read_text() if where == "local" else None
+    if text is not None:  # JSON lines for people and tools, one JSON array for Step Functions
+        assert (
+            len(json.loads(text)) == len(entries)
+            if suffix == ".json"
+            else text.count("\n") == len(entries)
+        )
+    back = read_manifest(url + suffix)
     assert back == entries
     assert all(isinstance(e.event_urls, tuple) and isinstance(e.triggers, tuple) for e in back)
     assert ObsEntry.from_json(entries[0].to_json()) == entries[0]

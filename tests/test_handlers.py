@@ -57,7 +57,7 @@ def test_plan_process_finalize_in_process(services, tmp_path, capsys):
     store = str(tmp_path / "archive.zarr")
     run = app.plan({"begin": "2024-03-01", "end": "2024-03-06", "store": store}, Context())
     assert run["n_obsids"] == 6
-    assert run["manifest"]["key"].endswith(f"manifests/{run['run_id']}.jsonl")
+    assert run["manifest"]["key"].endswith(f"manifests/{run['run_id']}.json")
     corrupt = {o.obsid for o in services["observations"] if o.corrupt}
     statuses, raised = {}, {}
     for item in items(run):

@@ -150,17 +150,26 @@ def plan(
 def write_manifest(
     entries: Sequence[ObsEntry], url: str, storage_options: dict[str, Any] | None = None
 ) -> None:
-    """One JSON object per line, written in a single put (no half manifest on object stores)."""
+    """JSON lines, or one JSON array when the URL ends in .json (what Step Functions' item
+    reader takes everywhere); written in a single put, so there is never half a manifest."""
     fs, path = fsspec.url_to_fs(url, **(storage_options or {}))
     if isinstance(fs, LocalFileSystem):
         fs.makedirs(fs._parent(path), exist_ok=True)
-    fs.pipe_file(path, "".join(e.to_json() + "\n" for e in entries).encode())
+    items = [dataclasses.asdict(e) for e in entries]
+    if path.endswith(".json"):
+        text = json.dumps(items, sort_keys=True)
+    else:
+        text = "".join(json.dumps(item, sort_keys=True) + "\n" for item in items)
+    fs.pipe_file(path, text.encode())
 
 
 def read_manifest(url: str, storage_options: dict[str, Any] | None = None) -> list[ObsEntry]:
+    """Either format of write_manifest."""
     fs, path = fsspec.url_to_fs(url, **(storage_options or {}))
-    lines = fs.cat_file(path).decode().splitlines()
-    return [ObsEntry.from_json(line) for line in lines if line.strip()]
+    text = fs.cat_file(path).decode()
+    if path.endswith(".json"):
+        return [ObsEntry.from_dict(item) for item in json.loads(text)]
+    return [ObsEntry.from_json(line) for line in text.splitlines() if line.strip()]
 
 
 @contextmanager

@@ -25,7 +25,7 @@ class RunPlan:
     store: str
     begin: str
     end: str
-    manifest: str  # URL of the JSON-lines manifest
+    manifest: str  # URL of the manifest (a JSON array of ObsEntry objects)
     n_obsids: int
     skipped_complete: int
 
@@ -55,7 +55,7 @@ def plan_run(
     planned = plan(begin, end, **(plan_options or {}))
     fresh = [e for e in planned if e.obsid not in complete]
     entries = fresh[:limit]
-    manifest = f"{archive.url}/manifests/{run_id}.jsonl"
+    manifest = f"{archive.url}/manifests/{run_id}.json"  # a JSON array: Step Functions reads it
     write_manifest(entries, manifest, archive.storage_options)
     run = RunPlan(
         run_id=run_id,
