@@ -487,7 +487,7 @@ def test_definition_flow_plan_choice_map_finalize() -> None:
         "ExecutionType": "STANDARD",
     }
     assert fan_out["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
-    assert fan_out["ItemReader"]["ReaderConfig"]["InputType"] == "JSONL"
+    assert fan_out["ItemReader"]["ReaderConfig"]["InputType"] == "JSON"
     assert fan_out["MaxConcurrency"] == Settings().max_concurrency
     assert fan_out["ToleratedFailurePercentage"] == Settings().tolerated_failure_percentage
     writer = fan_out["ResultWriter"]

@@ -39,7 +39,7 @@ class Settings:
     tolerated_failure_percentage: float = 5.0
     # Manifest format for the Map's ItemReader: the plan step writes JSON lines. (LocalStack
     # reads only JSON arrays: local runs render the definition with JSON.)
-    manifest_input_type: str = "JSONL"
+    manifest_input_type: str = "JSON"  # a JSON array: LocalStack rejects JSONL readers
     # Days before manifests/ and runs/ (per-run scratch) and the access logs expire.
     scratch_expiry_days: int = 30
     access_log_expiry_days: int = 90
