@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 
 from batglitch import __version__
@@ -123,15 +122,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole job offline: a fake Swift API and a fake HEASARC tree of synthetic event files."""
     from batglitch import pool
-    from batglitch.fakes import FakeSwiftAPI, fake_observations, fill_heasarc
+    from batglitch.fakes import FakeSwiftAPI, demo_observations, fill_demo_heasarc
 
-    begin, end = datetime.fromisoformat(args.begin), datetime.fromisoformat(args.end)
-    observations = fake_observations(
-        begin, end, args.obsids, seed=args.seed, corrupt_fraction=0.03, not_archived_fraction=0.06
-    )
+    observations = demo_observations(args.begin, args.end, args.obsids, args.seed)
     heasarc = str(Path(args.store).resolve().parent / "fake-heasarc")
     print(f"writing {len(observations)} synthetic observations to {heasarc} ...")
-    fill_heasarc(heasarc, observations, seed=args.seed, n_glitches=4, n_grbs=1)
+    fill_demo_heasarc(heasarc, observations, args.seed)
     with FakeSwiftAPI(observations) as api:
         print(f"fake Swift API at {api.url}")
         report = pool.run(

@@ -1,5 +1,6 @@
 """Local stand-ins for the external systems (Swift API, HEASARC archive) for tests and offline runs."""
 
+from batglitch.fakes.demo import demo_observations, fill_demo_heasarc
 from batglitch.fakes.heasarc import fill_heasarc
 from batglitch.fakes.swift_api import (
     FakeDump,
@@ -15,7 +16,9 @@ __all__ = [
     "FakeObservation",
     "FakeSwiftAPI",
     "Fault",
+    "demo_observations",
     "fake_observations",
+    "fill_demo_heasarc",
     "fill_heasarc",
     "utcf_at",
 ]

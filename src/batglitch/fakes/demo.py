@@ -1,0 +1,32 @@
+"""The synthetic world of `make run` and `make run-local`: one definition, so both make the same archive."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from batglitch.fakes.heasarc import fill_heasarc
+from batglitch.fakes.swift_api import FakeObservation, fake_observations
+
+
+def demo_observations(begin: str, end: str, n: int = 36, seed: int = 1) -> list[FakeObservation]:
+    """A month of GUANO dumps with a few of the problems real runs meet: ~3% of the event files
+    are corrupt and ~6% of the observations are not archived yet."""
+    return fake_observations(
+        datetime.fromisoformat(begin),
+        datetime.fromisoformat(end),
+        n,
+        seed=seed,
+        corrupt_fraction=0.03,
+        not_archived_fraction=0.06,
+    )
+
+
+def fill_demo_heasarc(
+    root_url: str,
+    observations: list[FakeObservation],
+    seed: int = 1,
+    storage_options: dict[str, Any] | None = None,
+) -> None:
+    """Synthetic event files with a handful of glitches and one GRB each, in the HEASARC layout."""
+    fill_heasarc(root_url, observations, storage_options, seed=seed, n_glitches=4, n_grbs=1)
