@@ -10,6 +10,7 @@ produce the same windows before any number is printed.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import time
 from datetime import datetime
@@ -50,6 +51,14 @@ def heasarc_tree() -> Path:
     return HEASARC
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the pool's workers)."""
+    own, children = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def timed_run(api_url: str, workers: int) -> tuple[RunReport, dict[str, float]]:
     """pool.run step by step (same calls), timing each step."""
     store = str(CACHE / f"run-archive-{workers}w.zarr")
@@ -60,8 +69,10 @@ def timed_run(api_url: str, workers: int) -> tuple[RunReport, dict[str, float]]:
     run = plan_run(BEGIN.date().isoformat(), END.date().isoformat(), store, plan_options=options)
     seconds["plan"] = time.perf_counter() - started
     entries = read_manifest(run.manifest)
+    cpu_before = cpu_seconds()
     pool.process_all(entries, store, workers, run_id=run.run_id, progress=False)
     seconds["process"] = time.perf_counter() - started - seconds["plan"]
+    seconds["process_cpu"] = cpu_seconds() - cpu_before
     report = finalize_run(store, run.run_id, workers=workers)
     seconds["total"] = time.perf_counter() - started
     seconds["finalize"] = seconds["total"] - seconds["plan"] - seconds["process"]
@@ -83,12 +94,12 @@ def main() -> None:
         raise SystemExit(f"runs disagree or failed: {[r.to_dict() for r in reports]}")
     print(f"{N_OBSIDS} obsids, {reports[0].windows} windows, "
           f"{reports[0].bytes_read / 1e6:.0f} MB of gzipped event files")  # fmt: skip
-    print(f"{'workers':>7}  {'plan s':>6}  {'process s':>9}  {'finalize s':>10}  {'total s':>7}"
-          f"  {'obsids/s':>8}  {'MB/s':>6}")  # fmt: skip
+    print(f"{'workers':>7}  {'plan s':>6}  {'process s':>9}  {'(cpu s)':>7}  {'finalize s':>10}"
+          f"  {'total s':>7}  {'obsids/s':>8}  {'MB/s':>6}")  # fmt: skip
     for workers, (report, t) in runs.items():
         rate, mb_s = report.planned / t["total"], report.bytes_read / 1e6 / t["total"]
-        print(f"{workers:>7}  {t['plan']:6.1f}  {t['process']:9.1f}  {t['finalize']:10.1f}"
-              f"  {t['total']:7.1f}  {rate:8.2f}  {mb_s:6.1f}")  # fmt: skip
+        print(f"{workers:>7}  {t['plan']:6.1f}  {t['process']:9.1f}  {t['process_cpu']:7.1f}"
+              f"  {t['finalize']:10.1f}  {t['total']:7.1f}  {rate:8.2f}  {mb_s:6.1f}")  # fmt: skip
     one, two = (runs[w][1] for w in WORKER_COUNTS)
     print(f"speed-up {WORKER_COUNTS[1]} vs {WORKER_COUNTS[0]} worker(s): "
           f"{one['total'] / two['total']:.2f}x whole run, "
