@@ -1,0 +1,124 @@
+"""Pytest plugin: one LocalStack for the whole test session, plus clients pointed at it.
+
+Load it with `pytest_plugins = ["localstack"]` (tests/ is on sys.path in pytest's default import
+mode). The `localstack` fixture reuses a LocalStack that already answers (e.g. after
+`scripts/localstack.sh start`, then it is left running) and otherwise starts one through that
+script and stops it when the session ends. Tests that use it are marked `localstack`
+automatically, so `-m "not localstack"` runs everything else without it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "localstack.sh"
+# A from-scratch start installs LocalStack's venv first (~50 s measured) before it waits for health.
+START_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    """Where LocalStack answers and how to reach it with each client library."""
+
+    endpoint: str
+    region: str = "us-east-1"
+    access_key: str = "test"
+    secret_key: str = "test"
+
+    def client(self, service: str, **config: Any) -> Any:
+        """A boto3 client; `config` goes to botocore Config (e.g. read_timeout=70 for activities)."""
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=Config(**config) if config else None,
+        )
+
+    def storage_options(self) -> dict[str, Any]:
+        """s3fs options, as fsspec / zarr / xarray take them for s3:// URLs."""
+        return {
+            "key": self.access_key,
+            "secret": self.secret_key,
+            "endpoint_url": self.endpoint,
+            "client_kwargs": {"region_name": self.region},
+        }
+
+    def env(self) -> dict[str, str]:
+        """Variables that point botocore (and anything built on it) in a subprocess here."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+        }
+
+
+def _healthy(endpoint: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{endpoint}/_localstack/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _script(action: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(SCRIPT), action],
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def localstack() -> Iterator[LocalStack]:
+    """The session's LocalStack; stopped at the end only if this session started it."""
+    info = LocalStack(endpoint=f"http://127.0.0.1:{os.environ.get('LOCALSTACK_PORT', '4566')}")
+    if _healthy(info.endpoint):
+        yield info
+        return
+    started = _script("start")
+    if started.returncode != 0:
+        pytest.fail(f"scripts/localstack.sh start failed:\n{started.stderr}", pytrace=False)
+    try:
+        yield info
+    finally:
+        _script("stop")
+
+
+@pytest.fixture
+def s3_bucket(localstack: LocalStack) -> Iterator[str]:
+    """A fresh bucket of its own for one test, emptied and deleted afterwards."""
+    s3 = localstack.client("s3")
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=name)
+    try:
+        yield name
+    finally:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=name, Delete={"Objects": keys})
+        s3.delete_bucket(Bucket=name)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs LocalStack, so it can be deselected with -m."""
+    for item in items:
+        if "localstack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.localstack)

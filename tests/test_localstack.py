@@ -1,0 +1,97 @@
+"""LocalStack as the tests' object store: boto3, s3fs and zarr v3 all reach it and agree."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+import s3fs
+import zarr
+
+if TYPE_CHECKING:
+    from localstack import LocalStack
+
+# Imported as a plugin (not above) so pytest can rewrite its asserts.
+pytest_plugins = ["localstack"]
+
+pytestmark = pytest.mark.localstack
+
+
+def test_boto3_writes_reads_and_lists(localstack: LocalStack, s3_bucket: str) -> None:
+    s3 = localstack.client("s3")
+    bodies = {f"runs/r1/obs/{i:011d}.json": json.dumps({"i": i}).encode() for i in range(3)}
+    for key, body in bodies.items():
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=body)
+    s3.put_object(Bucket=s3_bucket, Key="other/x", Body=b"x")
+
+    listed = s3.list_objects_v2(Bucket=s3_bucket, Prefix="runs/r1/")["Contents"]
+
+    assert {obj["Key"] for obj in listed} == set(bodies)
+    for key, body in bodies.items():
+        assert s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read() == body
+
+
+def test_s3fs_sees_what_boto3_wrote_and_back(localstack: LocalStack, s3_bucket: str) -> None:
+    s3 = localstack.client("s3")
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **localstack.storage_options())
+    payload = bytes(range(256)) * 1000
+    s3.put_object(Bucket=s3_bucket, Key="a/from-boto3.bin", Body=payload)
+
+    with fs.open(f"{s3_bucket}/a/from-s3fs.txt", "w") as f:
+        f.write("obsid 00012345001\n")
+
+    assert fs.cat_file(f"{s3_bucket}/a/from-boto3.bin") == payload
+    assert sorted(fs.ls(f"{s3_bucket}/a", detail=False)) == [
+        f"{s3_bucket}/a/from-boto3.bin",
+        f"{s3_bucket}/a/from-s3fs.txt",
+    ]
+    written = s3.get_object(Bucket=s3_bucket, Key="a/from-s3fs.txt")["Body"].read()
+    assert written == b"obsid 00012345001\n"
+
+
+def test_zarr_v3_round_trip_on_s3(localstack: LocalStack, s3_bucket: str) -> None:
+    url = f"s3://{s3_bucket}/archive.zarr"
+    options = localstack.storage_options()
+    rng = np.random.default_rng(7)
+    counts = rng.integers(0, 60_000, size=(5, 286, 173), dtype=np.uint16)
+    obsids = np.array(["00012345001", "00012345002", "", "ünïcode-ok", "x" * 40], dtype=object)
+
+    root = zarr.open_group(url, mode="w", storage_options=options)
+    dpi = root.create_array("dpi", shape=counts.shape, dtype=counts.dtype, chunks=(1, 286, 173))
+    dpi[:] = counts
+    names = root.create_array("obsid", shape=obsids.shape, dtype=str)
+    names[:] = obsids
+    root.attrs["software"] = "batglitch"
+
+    again = zarr.open_group(url, mode="r", storage_options=options)
+
+    assert again.metadata.zarr_format == 3
+    np.testing.assert_array_equal(again["dpi"][:], counts)
+    assert again["obsid"][:].tolist() == obsids.tolist()
+    assert again.attrs["software"] == "batglitch"
+    stored = localstack.client("s3").list_objects_v2(Bucket=s3_bucket, Prefix="archive.zarr/")
+    keys = {obj["Key"] for obj in stored["Contents"]}
+    assert {"archive.zarr/zarr.json", "archive.zarr/obsid/zarr.json"} <= keys
+    assert sum(key.startswith("archive.zarr/dpi/c/") for key in keys) == len(counts)
+
+
+def test_script_start_reuses_the_running_localstack(localstack: LocalStack) -> None:
+    """A second start must not launch another LocalStack (the port is taken, it would die)."""
+    from localstack import SCRIPT
+
+    marker = f"reuse-{uuid.uuid4().hex[:12]}"
+    localstack.client("s3").create_bucket(Bucket=marker)
+
+    again = subprocess.run(
+        ["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert again.returncode == 0, again.stderr
+    assert "starting" not in again.stderr
+    buckets = {b["Name"] for b in localstack.client("s3").list_buckets()["Buckets"]}
+    assert marker in buckets
+    localstack.client("s3").delete_bucket(Bucket=marker)
