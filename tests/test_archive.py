@@ -338,12 +338,6 @@ def test_prune_keeps_attempts_completed_while_finalize_ran(tmp_path, monkeypatch
     assert archive.finalize().n_windows == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FileNotFoundError,
-    reason="Archive.markers lists, then reads: a marker that a concurrent prune deletes in between "
-    "makes it raise (plan_run and finalize of one run crash while another run finalizes)",
-)
 def test_markers_survive_a_marker_pruned_while_they_are_read(tmp_path, monkeypatch):
     archive = Archive(str(tmp_path / "a.zarr"))
     archive.write_fragment(fragment("00000000001", 1, seed=1))

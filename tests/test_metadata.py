@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from batglitch.config import N_DETX, N_DETY
 from batglitch.dpi import WindowTable
@@ -53,11 +52,6 @@ def test_a_window_outside_every_dump_takes_the_nearest():
     assert list(meta["trigger_type"]) == ["GBM", "EP", "EP"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="window_metadata puts a dump's data at [trigger + offset, + duration]; GUANO's is "
-    "trigger + offset -/+ duration / 2, so early windows of a dump can go to the previous one",
-)
 def test_an_early_window_of_a_dump_is_not_given_to_the_previous_dump():
     dumps = [dump(1000.0, "GBM"), dump(1300.0, "FRB")]  # data 900..1100 and 1200..1400
     meta = window_metadata(table([1210.0]), utcf=0.0, triggers=dumps)

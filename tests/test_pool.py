@@ -9,7 +9,6 @@ import signal
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -143,12 +142,6 @@ def test_run_coordinates_come_from_the_guano_dumps(world, serial):
         assert abs(trigger - np.datetime64(first.trigger_utc, "ns")) <= np.timedelta64(1, "us")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BrokenProcessPool,
-    reason="process_all lets BrokenProcessPool escape: one worker killed (OOM killer, SIGKILL) "
-    "ends the whole run with a traceback, before finalize and the report",
-)
 def test_a_killed_pool_process_fails_its_obsid_not_the_run(world, tmp_path):
     entries = plan(BEGIN, END, **world[1])[:3]
     store = str(tmp_path / "a.zarr")

@@ -100,12 +100,6 @@ def test_an_unarchived_observation_is_not_archived_and_leaves_no_marker(world, t
     assert archive.completed_obsids() == set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an obsid listed as archived whose file is at none of the roots comes out as "
-    "not_archived, like one not archived yet: a wrong BATGLITCH_ARCHIVE_ROOTS turns a whole run "
-    "into 'not yet archived' with exit status 0",
-)
 def test_a_missing_archived_file_is_reported_as_a_failure(world, tmp_path):
     entry = world.entries["missing"]
     assert entry.archived
@@ -134,11 +128,6 @@ def test_a_file_of_another_observation_is_refused(world, tmp_path):
     assert archive.completed_obsids() == set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="remote.fetch calls fs.info first; fsspec's HTTP info turns every failure (503, "
-    "connection refused) into FileNotFoundError, so a failing server reads as 'not archived'",
-)
 def test_a_failing_http_server_is_retried_then_transient(world, tmp_path):
     path = "/ql/sw00000000001bevshpo_uf.evt.gz"
     with FakeSwiftAPI([], faults=[Fault(path=path, status=503, count=100)]) as api:

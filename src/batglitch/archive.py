@@ -184,7 +184,8 @@ class Archive:
         """The newest completion marker of every obsid (an obsid is complete iff it has one)."""
         paths = self.fs.glob(self.path(f"{MARKERS}/*/*.json"))
         latest: dict[str, dict[str, Any]] = {}
-        for raw in self.fs.cat(paths).values() if paths else ():
+        # a marker a concurrent prune removes between listing and reading is simply gone
+        for raw in self.fs.cat(paths, on_error="omit").values() if paths else ():
             marker = json.loads(raw)
             held = latest.get(marker["obsid"])
             if held is None or marker["attempt"] > held["attempt"]:

@@ -35,7 +35,8 @@ class RunPlan:
 
 def rolling_range(scheduled_time: str, lookback_days: int) -> tuple[str, str]:
     """[day - lookback, day) for a schedule firing at scheduled_time (UTC dates, ISO)."""
-    day = dt.datetime.fromisoformat(scheduled_time.replace("Z", "+00:00")).date()
+    moment = dt.datetime.fromisoformat(scheduled_time.replace("Z", "+00:00"))
+    day = (moment.astimezone(dt.UTC) if moment.tzinfo else moment).date()
     return (day - dt.timedelta(days=lookback_days)).isoformat(), day.isoformat()
 
 

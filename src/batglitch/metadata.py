@@ -18,7 +18,7 @@ def window_metadata(
 ) -> dict[str, np.ndarray]:
     """UTC start time and trigger type/time for every window of one observation.
 
-    A window belongs to the GUANO dump whose [trigger + offset, + duration] span contains it; when
+    A window belongs to the GUANO dump whose data, trigger + offset -/+ duration / 2, contains it; when
     none does (hand-ingested files, padding at the edges) the nearest dump is used, and without any
     dump the trigger fields are empty / NaN.
     """
@@ -26,8 +26,9 @@ def window_metadata(
     trigger_type = np.full(n, "", dtype=object)
     trigger_met = np.full(n, np.nan)
     if triggers and n:
-        begin = np.array([t["trigger_met"] + t.get("offset", 0.0) for t in triggers])
-        end = begin + np.array([t.get("duration", 0.0) for t in triggers])
+        centre_met = np.array([t["trigger_met"] + t.get("offset", 0.0) for t in triggers])
+        half = np.array([t.get("duration", 0.0) for t in triggers]) / 2
+        begin, end = centre_met - half, centre_met + half
         centre = (table.window_start + table.window_stop) / 2
         distance = np.maximum(begin[None, :] - centre[:, None], centre[:, None] - end[None, :])
         nearest = np.argmin(np.maximum(distance, 0.0), axis=1)

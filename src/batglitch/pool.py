@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from tqdm import tqdm
@@ -17,7 +18,9 @@ from batglitch.archive import Archive
 from batglitch.catalog import ObsEntry, read_manifest
 from batglitch.job import finalize_run, plan_run, process_item
 from batglitch.report import RunReport
-from batglitch.worker import ObsResult
+from batglitch.worker import FAILED, ObsResult
+
+DIED = "the worker process died (killed, or out of memory) while processing this obsid"
 
 _archive: Archive | None = None
 
@@ -38,20 +41,36 @@ def process_all(
     run_id: str | None = None,
     progress: bool = True,
 ) -> list[ObsResult]:
-    """Process every entry on `workers` processes (spawned: no forked network clients)."""
+    """Process every entry on `workers` processes (spawned: no forked network clients).
+
+    At most `workers` entries are in flight, so a process that dies (OOM killer, SIGKILL) costs
+    only those: they are reported as retryable failures and a fresh pool goes on with the rest.
+    """
     bar = tqdm(total=len(entries), desc="obsids", unit="obsid", disable=not progress)
-    results = []
+    results: list[ObsResult] = []
     if workers <= 1:
         for entry in entries:
             results.append(_work(entry, store, run_id))
             bar.update()
-    else:
-        context = multiprocessing.get_context("spawn")
+    waiting = [] if workers <= 1 else list(reversed(entries))
+    context = multiprocessing.get_context("spawn")
+    while waiting:
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [pool.submit(_work, e, store, run_id) for e in entries]
-            for future in as_completed(futures):
-                results.append(future.result())
-                bar.update()
+            running: dict[Future[ObsResult], ObsEntry] = {}
+            broken = False
+            while (waiting and not broken) or running:
+                while waiting and not broken and len(running) < workers:
+                    entry = waiting.pop()
+                    running[pool.submit(_work, entry, store, run_id)] = entry
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    entry = running.pop(future)
+                    try:
+                        results.append(future.result())
+                    except BrokenProcessPool:
+                        broken = True
+                        results.append(ObsResult(entry.obsid, FAILED, error=DIED, retryable=True))
+                    bar.update()
     bar.close()
     return sorted(results, key=lambda r: r.obsid)
 

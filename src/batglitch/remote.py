@@ -73,11 +73,12 @@ def fetch(url: str, policy: FetchPolicy | None = None, storage_options: dict | N
     """Read one whole object into memory (event files are tens of MB at most)."""
     policy = policy or FetchPolicy()
     fs, path = fsspec.core.url_to_fs(url, **storage_options_for(url, storage_options))
+    protocol = fsspec.utils.get_protocol(url)
 
     def read() -> Blob:
-        info = fs.info(path)
+        # read first: HTTP "info" reports every failure (503, refused) as a missing file
         data = fs.cat_file(path)
-        etag = info.get("ETag") or info.get("etag")
+        etag = fs.info(path).get("ETag") if protocol == "s3" else None
         return Blob(data, url, len(data), etag.strip('"') if isinstance(etag, str) else None)
 
     return with_retries(lambda: _timed(read, policy.timeout_s, url), f"reading {url}", policy)

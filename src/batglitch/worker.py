@@ -66,6 +66,10 @@ def process_entry(
             raise TransientError(f"obsid {entry.obsid}: {exc}") from exc
     if blob is None:
         where = ", ".join(entry.event_urls) or "no location known"
+        if entry.archived:  # the catalog says it exists: a wrong root or a lost file, not "later"
+            raise EventFileError(
+                where, "listed as archived but missing at every location", entry.obsid
+            )
         return ObsResult(
             entry.obsid, NOT_ARCHIVED, seconds=time.perf_counter() - started, error=where
         )
