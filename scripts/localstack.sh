@@ -134,7 +134,7 @@ start_docker() {
   mkdir -p "${STATE}"
   docker run -d --rm --name "batglitch-localstack-${PORT}" -p "127.0.0.1:${PORT}:4566" \
     -e LOCALSTACK_HOST="127.0.0.1:${PORT}" -e SQS_ENDPOINT_STRATEGY=path \
-    -e DISABLE_EVENTS=1 -e SKIP_SSL_CERT_DOWNLOAD=1 "${IMAGE}" >"${CIDFILE}"
+    -e DISABLE_EVENTS=1 -e SKIP_SSL_CERT_DOWNLOAD=1 -e LOCALSTACK_AUTH_TOKEN "${IMAGE}" >"${CIDFILE}"
 }
 
 wait_healthy() {
