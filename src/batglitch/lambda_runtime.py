@@ -26,7 +26,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,6 +35,7 @@ from typing import Any
 RUNTIME_API_ENV = "AWS_LAMBDA_RUNTIME_API"
 LOCAL_FUNCTION_ARN = "arn:aws:lambda:us-east-1:000000000000:function:batglitch-local"
 _PREFIX = "/2018-06-01/runtime"
+_TERM_GRACE_S = 2.0
 
 
 @dataclass(eq=False)
@@ -111,7 +112,10 @@ class LocalRuntimeAPI:
     def start(self) -> LocalRuntimeAPI:
         self._server = _Server(self._bind, self)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="lambda-runtime-api", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # stop() waits for one poll interval
+            name="lambda-runtime-api",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -305,9 +309,10 @@ def serve_runtime(
 ) -> Iterator[LocalRuntimeAPI]:
     """Start a runtime API and `command` with AWS_LAMBDA_RUNTIME_API pointing at it.
 
-    `env` is added to this process's environment. On exit the runtime gets SIGTERM (a quiet end
-    for a plain process) and the API stops, failing its poll, which ends a runtime that ignores
-    SIGTERM (PID 1 in a container); one still alive after `exit_timeout_s` is killed.
+    `env` is added to this process's environment. On exit the runtime gets SIGTERM (a quiet end;
+    a container engine needs a moment to pass it on), then the API stops, failing its poll, which
+    ends a runtime that ignores SIGTERM (PID 1 in a container); one still alive after
+    `exit_timeout_s` is killed.
     """
     api = LocalRuntimeAPI().start()
     child_env = {**os.environ, **(env or {}), RUNTIME_API_ENV: api.address}
@@ -323,6 +328,8 @@ def serve_runtime(
     finally:
         if proc.poll() is None:
             proc.terminate()
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=_TERM_GRACE_S)
         api.stop()
         try:
             proc.wait(timeout=exit_timeout_s)
