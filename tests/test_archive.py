@@ -20,11 +20,12 @@ import xarray as xr
 import zarr
 from reference import reference_file
 
-from batglitch.archive import FRAGMENTS, MARKERS, Archive, Fragment, open_archive, training_set
+from batglitch.archive import FRAGMENTS, MARKERS, Archive, Fragment
 from batglitch.config import N_DETX, N_DETY, DetectionConfig
 from batglitch.dpi import WindowTable
 from batglitch.errors import BatGlitchError
 from batglitch.metadata import window_metadata
+from batglitch.reader import open_archive, training_set
 from batglitch.synth import UTCF_S, SynthSpec, write_event_file
 from batglitch.worker import DONE, NO_GLITCHES, ingest_file
 

@@ -14,9 +14,10 @@ import pytest
 import xarray as xr
 from matplotlib.image import imread
 
-from batglitch.archive import Archive, open_archive
+from batglitch.archive import Archive
 from batglitch.cli import main
 from batglitch.fakes import FakeSwiftAPI, fake_observations, fill_heasarc
+from batglitch.reader import open_archive
 
 OBSIDS = ("00042000001", "00042000002", "00042000003")
 PROVENANCE = ["fragment_attempt", "fragment_completed_at"]  # differ between any two runs
@@ -44,14 +45,14 @@ def downloads(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def store(downloads, tmp_path_factory) -> str:
     store = str(tmp_path_factory.mktemp("cli") / "archive.zarr")
-    assert main(["ingest", str(downloads[0]), "--store", store]) == 0
+    assert main(["ingest", str(downloads[0]), "--store", store]) == 1  # the bad file is in there
     return store
 
 
 def test_ingest_reports_the_bad_file_and_archives_the_rest(downloads, tmp_path, capsys):
     root, bad = downloads
     store = str(tmp_path / "a.zarr")
-    assert main(["ingest", str(root), "--store", store]) == 0
+    assert main(["ingest", str(root), "--store", store]) == 1  # one bad file: scripts notice
     out = capsys.readouterr().out
     [failed] = [line for line in out.splitlines() if line.startswith("failed")]
     assert str(bad) in failed and "truncated" in failed
@@ -61,7 +62,7 @@ def test_ingest_reports_the_bad_file_and_archives_the_rest(downloads, tmp_path, 
     assert f"{ds.sizes['window']} windows from {len(OBSIDS)} obsids" in out
 
     # Running again supersedes every fragment with an identical one: the same archive.
-    assert main(["ingest", str(root), "--store", store]) == 0
+    assert main(["ingest", str(root), "--store", store]) == 1
     again = open_archive(store)
     xr.testing.assert_equal(again.drop_vars(PROVENANCE), ds.drop_vars(PROVENANCE))
     assert len(list(Path(store, "fragments").glob("*/*"))) == len(OBSIDS)  # old attempts pruned
@@ -115,20 +116,24 @@ def services(tmp_path, monkeypatch):
 
 def test_array_job_commands(services, tmp_path, capsys, monkeypatch):
     """plan -> process (one index per job, from AWS_BATCH_JOB_ARRAY_INDEX) -> finalize."""
-    manifest, store = str(tmp_path / "manifest.jsonl"), str(tmp_path / "a.zarr")
-    assert (
-        main(["plan", "--begin", "2024-03-01", "--end", "2024-03-05", "--manifest", manifest]) == 0
-    )
-    assert f"{manifest}: 3 obsids" in capsys.readouterr().out
+    store = str(tmp_path / "a.zarr")
+    assert main(["plan", "--begin", "2024-03-01", "--end", "2024-03-05", "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert "3 obsids" in out
+    run_id = out.split()[1].rstrip(":")
+    manifest = next(line.split()[1] for line in out.splitlines() if line.startswith("manifest:"))
     statuses = {}
     for index in range(3):
         monkeypatch.setenv("AWS_BATCH_JOB_ARRAY_INDEX", str(index))
-        assert main(["process", "--manifest", manifest, "--store", store]) == 0
+        argv = ["process", "--manifest", manifest, "--store", store, "--run-id", run_id]
+        assert main(argv) == 0
         result = json.loads(capsys.readouterr().out)
         statuses[result["obsid"]] = result["status"]
     assert statuses == {o.obsid: "done" if o.archived else "not_archived" for o in services}
     assert main(["process", "--manifest", manifest, "--store", store, "--index", "3"]) == 2
-    assert main(["finalize", "--store", store]) == 0
+    assert main(["finalize", "--store", store, "--run-id", run_id]) == 0
+    report = capsys.readouterr().out
+    assert "obsids planned                3" in report and "not yet archived            1" in report
     assert set(open_archive(store).obsid.values) == {o.obsid for o in services if o.archived}
     assert Archive(store).completed_obsids() == {o.obsid for o in services if o.archived}
 

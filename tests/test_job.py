@@ -6,11 +6,12 @@ from datetime import datetime
 
 import pytest
 
-from batglitch.archive import Archive, open_archive
+from batglitch.archive import Archive
 from batglitch.catalog import read_manifest
 from batglitch.errors import EventFileError
 from batglitch.fakes import FakeSwiftAPI, fake_observations, fill_heasarc
 from batglitch.job import finalize_run, plan_run, process_item, rolling_range, run_results
+from batglitch.reader import open_archive
 from batglitch.worker import DONE, FAILED, NOT_ARCHIVED
 
 BEGIN, END = "2024-03-01", "2024-03-08"

@@ -17,10 +17,11 @@ import pytest
 import xarray as xr
 
 from batglitch import pool
-from batglitch.archive import FRAGMENTS, MARKERS, Archive, open_archive
+from batglitch.archive import FRAGMENTS, MARKERS, Archive
 from batglitch.catalog import plan
 from batglitch.fakes import FakeSwiftAPI, Fault, fake_observations, fill_heasarc
 from batglitch.fakes.swift_api import FakeObservation
+from batglitch.reader import open_archive
 from batglitch.report import RunReport
 
 BEGIN, END = datetime(2024, 3, 1), datetime(2024, 4, 1)

@@ -9,11 +9,12 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from batglitch.archive import Archive, open_archive
+from batglitch.archive import Archive
 from batglitch.catalog import ObsEntry, plan
 from batglitch.errors import EventFileError, TransientError
 from batglitch.fakes import FakeSwiftAPI, Fault, fake_observations, fill_heasarc
 from batglitch.job import process_item
+from batglitch.reader import open_archive
 from batglitch.remote import FetchPolicy
 from batglitch.synth import SynthSpec, write_event_file
 from batglitch.worker import (

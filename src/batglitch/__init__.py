@@ -11,7 +11,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 def __getattr__(name: str):
     """`from batglitch import open_archive, training_set` without importing xarray at startup."""
     if name in ("open_archive", "training_set"):
-        from batglitch import archive
+        from batglitch import reader
 
-        return getattr(archive, name)
+        return getattr(reader, name)
     raise AttributeError(name)

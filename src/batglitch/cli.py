@@ -34,7 +34,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"{r.status:12s} {r.obsid:12s} {r.n_windows:5d} windows  {r.error or f}")
     summary = archive.finalize()
     print(f"{args.store}: {summary.n_windows} windows from {summary.n_obsids} obsids")
-    return 1 if all(r.status == FAILED for r in results) else 0
+    return 1 if any(r.status == FAILED for r in results) else 0  # scripts must notice
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -56,11 +56,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from batglitch.catalog import plan, write_manifest
+    """Start a run by hand (e.g. for array jobs): manifest and run record in the store."""
+    from batglitch.job import plan_run
 
-    entries = plan(args.begin, args.end, slewing=args.slewing)
-    write_manifest(entries, args.manifest)
-    print(f"{args.manifest}: {len(entries)} obsids")
+    run = plan_run(args.begin, args.end, args.store, force=args.force, limit=args.limit)
+    print(f"run {run.run_id}: {run.n_obsids} obsids ({run.skipped_complete} already complete)")
+    print(f"manifest: {run.manifest}")
+    print(
+        f"next: batglitch process --manifest {run.manifest} --store {run.store} "
+        f"--run-id {run.run_id} --index N   (N < {run.n_obsids}), then "
+        f"batglitch finalize --store {run.store} --run-id {run.run_id}"
+    )
     return 0
 
 
@@ -102,8 +108,8 @@ def _report_run(report, store: str, preview: str | None) -> int:
     print(report.table())
     print(f"archive: {store}   (xarray.open_zarr({store!r}))")
     if preview:
-        from batglitch.archive import open_archive
         from batglitch.preview import write_preview
+        from batglitch.reader import open_archive
 
         write_preview(open_archive(store), preview)
         print(f"preview: {preview}")
@@ -138,8 +144,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from batglitch.archive import open_archive
     from batglitch.preview import write_preview
+    from batglitch.reader import open_archive
 
     shown = write_preview(open_archive(args.store), args.out, n=args.n)
     print(f"{args.out}: {shown} windows")
@@ -149,7 +155,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from batglitch.archive import open_archive, training_set
+    from batglitch.reader import open_archive, training_set
 
     data = training_set(open_archive(args.store), args.resolution)
     np.savez_compressed(
@@ -202,11 +208,12 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--obsids", type=int, default=36, help="synthetic observations")
             s.add_argument("--seed", type=int, default=1)
 
-    s = add("plan", cmd_plan, "list a date range's GUANO dumps into a manifest (JSON lines)")
+    s = add("plan", cmd_plan, "plan a run: the range's obsids not yet complete, into a manifest")
     s.add_argument("--begin", required=True)
     s.add_argument("--end", required=True)
-    s.add_argument("--manifest", required=True)
-    s.add_argument("--slewing", action="store_true")
+    s.add_argument("--store", required=True)
+    s.add_argument("--force", action="store_true", help="include obsids already complete")
+    s.add_argument("--limit", type=int, default=None)
 
     s = add("process", cmd_process, "process one manifest entry (container / array-job mode)")
     s.add_argument("--manifest", required=True)
