@@ -123,7 +123,9 @@ start_host() {
   mkdir -p "${DATA}"
   # setsid: own process group, so `stop` can end LocalStack and its helpers by that one id,
   # and it outlives the shell (make, pytest) that started it.
-  env OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="${DATA}" \
+  # GATEWAY_SERVER=hypercorn: the default (twisted) server ignores the host of GATEWAY_LISTEN and
+  # listens on 0.0.0.0; hypercorn binds 127.0.0.1 only.
+  env OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="${DATA}" GATEWAY_SERVER=hypercorn \
     GATEWAY_LISTEN="127.0.0.1:${PORT}" LOCALSTACK_HOST="127.0.0.1:${PORT}" \
     SQS_ENDPOINT_STRATEGY=path DNS_ADDRESS=0 DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 \
     setsid "${VENV}/bin/python" -m localstack.runtime.main </dev/null >"${LOG}" 2>&1 &
