@@ -34,7 +34,8 @@ def configure(level: int = logging.INFO) -> None:
     root.handlers = [logging.StreamHandler(sys.stdout)]
     root.handlers[0].setFormatter(JsonFormatter())
     root.setLevel(level)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Swift API request is noise
+    for chatty in ("httpx", "botocore", "aiobotocore"):  # a line per request or credential lookup
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 @contextmanager

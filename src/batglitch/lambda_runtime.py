@@ -29,8 +29,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from batglitch.localhttp import LocalHTTPServer
 
 RUNTIME_API_ENV = "AWS_LAMBDA_RUNTIME_API"
 LOCAL_FUNCTION_ARN = "arn:aws:lambda:us-east-1:000000000000:function:batglitch-local"
@@ -213,10 +215,7 @@ class LocalRuntimeAPI:
             self._fail_all(error)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # a runtime's keep-alive connection must not hold up stop()
-
+class _Server(LocalHTTPServer):
     def __init__(self, address: tuple[str, int], api: LocalRuntimeAPI) -> None:
         super().__init__(address, _Handler)
         self.api = api

@@ -15,13 +15,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
 from batglitch.catalog import HEASARC_HTTPS, MET_EPOCH
+from batglitch.localhttp import LocalHTTPServer
 
 TRIGGER_TYPES = ("GBM", "IceCube", "LVK", "FRB", "SVOM", "EP")
 # The real service refuses longer request lines; swifttools then skips its clock correction.
@@ -320,7 +321,7 @@ class FakeSwiftAPI:
         self._overlap = timedelta(seconds=overlap_s)
         self.requests: list[tuple[str, dict[str, list[str]]]] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: LocalHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._catalog: _Catalog | None = None
 
@@ -332,9 +333,7 @@ class FakeSwiftAPI:
         return f"http://{host}:{port}"
 
     def start(self) -> FakeSwiftAPI:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        server.daemon_threads = True
-        server.block_on_close = False
+        server = LocalHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server = server
         # Quick-look URLs point back at this server by default, so they stay local (and 404).
         self._catalog = _Catalog(
