@@ -42,7 +42,8 @@ else
 endif
 
 run-local: $(STAMP) localstack
-	$(BIN)/python -m batglitch.localrun --begin $(BEGIN) --end $(END)
+	scripts/localstack.sh start
+	PYTHONPATH=infra $(BIN)/python -m batglitch_infra.local --begin $(BEGIN) --end $(END) --workers $(WORKERS)
 
 stop-local:
 	scripts/localstack.sh stop
