@@ -153,13 +153,12 @@ def _role(iam: Any, name: str, service: str) -> str:
         ],
     }
     try:
-        return iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"][
-            "Arn"
-        ]
+        role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
     except ClientError as err:
         if err.response["Error"]["Code"] != "EntityAlreadyExists":
             raise
-        return iam.get_role(RoleName=name)["Role"]["Arn"]
+        role = iam.get_role(RoleName=name)
+    return role["Role"]["Arn"]
 
 
 def deploy(aws: LocalAws, settings: Settings, *, name: str, bucket: str) -> Deployment:
@@ -230,15 +229,13 @@ class ActivityWorker:
     timeout_s: float
     name: str
     log: Log = print
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _stop: threading.Event = field(init=False, default_factory=threading.Event)
 
     def start(self) -> ActivityWorker:
         self._sfn = self.aws.client(
             "stepfunctions", read_timeout=POLL_READ_TIMEOUT_S, retries={"mode": "standard"}
         )
-        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._loop, name=self.name, daemon=True).start()
         return self
 
     def stop(self) -> None:
