@@ -121,15 +121,23 @@ our_container() {
 start_host() {
   install
   mkdir -p "${DATA}"
-  # setsid: own process group, so `stop` can end LocalStack and its helpers by that one id,
-  # and it outlives the shell (make, pytest) that started it.
+  # Launched through Popen so that the recorded PID is LocalStack itself, in a session of its
+  # own (`stop` ends it and its helpers by that one group id; it outlives make or pytest), and it
+  # inherits no descriptor of this script (the lock of `serialized`).
   # GATEWAY_SERVER=hypercorn: the default (twisted) server ignores the host of GATEWAY_LISTEN and
   # listens on 0.0.0.0; hypercorn binds 127.0.0.1 only.
   env OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="${DATA}" GATEWAY_SERVER=hypercorn \
     GATEWAY_LISTEN="127.0.0.1:${PORT}" LOCALSTACK_HOST="127.0.0.1:${PORT}" \
     SQS_ENDPOINT_STRATEGY=path DNS_ADDRESS=0 DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 \
-    setsid "${VENV}/bin/python" -m localstack.runtime.main </dev/null >"${LOG}" 2>&1 &
-  echo $! >"${PIDFILE}"
+    "${VENV}/bin/python" -c '
+import subprocess, sys
+with open(sys.argv[1], "wb") as log:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "localstack.runtime.main"],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+print(process.pid)
+' "${LOG}" >"${PIDFILE}"
 }
 
 start_docker() {
@@ -218,10 +226,19 @@ status() {
   }
 }
 
+serialized() {
+  # One start/stop at a time per port: two test sessions starting together would otherwise
+  # both launch, and the loser would overwrite the winner's pidfile.
+  mkdir -p "${STATE}"
+  exec 9>"${STATE}/lock-${PORT}"
+  flock -w "$((WAIT + 600))" 9 || die "another start/stop holds ${STATE}/lock-${PORT}"
+  "$@"
+}
+
 case "${1:-}" in
-install) install ;;
-start) start ;;
-stop) stop ;;
+install) serialized install ;;
+start) serialized start ;;
+stop) serialized stop ;;
 status) status ;;
 *) die "usage: $0 {install|start|stop|status}" ;;
 esac
