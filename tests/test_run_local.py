@@ -254,12 +254,6 @@ def test_overlapping_execution_adds_nothing_twice(world, pipeline, first, second
     assert set(first_rows) <= set(rows)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Archive.markers() globs complete/ through the process-wide s3fs instance, whose "
-    "listings cache keeps the previous invocation's answer: a warm finalize runtime (a reused "
-    "Lambda container) builds the view without the obsids completed since",
-)
 def test_view_after_a_second_execution_has_its_obsids(pipeline, second):
     archive = archive_of(pipeline)
     ds = xr.open_zarr(pipeline.deployment.store, storage_options=archive.storage_options)

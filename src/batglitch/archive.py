@@ -19,8 +19,11 @@ import json
 import os
 import uuid
 import warnings
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import fsspec
@@ -37,6 +40,7 @@ from batglitch.metadata import MET_EPOCH_UNITS
 FRAGMENTS, MARKERS = "fragments", "complete"
 IMAGE_CHUNK = 32  # windows per chunk of the image arrays: ~3 MB of raw dpi, one read per batch
 TABLE_CHUNK = 65536
+READERS, READ_AHEAD = 32, 64  # finalize: fragment reads in flight / held in memory
 
 _TIME = {"units": MET_EPOCH_UNITS, "calendar": "proleptic_gregorian"}
 # per-window variables: name -> (dims after "window", dtype, attrs)
@@ -80,6 +84,16 @@ class FinalizeSummary:
     n_obsids: int
     n_windows: int
     pruned: int
+
+
+def consolidate(store: zarr.abc.store.Store) -> None:
+    """Consolidated metadata. zarr notes that v3 has not standardised it yet (xarray and
+    zarr-python read it, other readers use the per-array metadata) and that fragments/ and
+    complete/ are not nodes (on purpose): both notices are expected here, not news. Filters
+    rather than catch_warnings, which is not thread-safe."""
+    warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+    warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component")
+    zarr.consolidate_metadata(store)
 
 
 def utc_now() -> str:
@@ -132,6 +146,12 @@ class Archive:
         else:
             self.fs.pipe_file(target, data)
 
+    def glob(self, pattern: str) -> list[str]:
+        """A fresh listing: fsspec caches listings per process, and a warm process (a reused
+        Lambda container, a second run) must see what other workers completed since."""
+        self.fs.invalidate_cache(self.root)
+        return self.fs.glob(self.path(pattern))
+
     def get_json(self, key: str) -> Any:
         return json.loads(self.fs.cat_file(self.path(key)))
 
@@ -153,6 +173,8 @@ class Archive:
                 )  # fmt: skip
                 array[...] = values[name]
             group.attrs.update({"obsid": fragment.obsid, "attempt": attempt})
+            # finalize then reads one metadata object per fragment instead of one per array
+            consolidate(group.store)
         marker = {
             "obsid": fragment.obsid,
             "attempt": attempt,
@@ -181,7 +203,7 @@ class Archive:
 
     def markers(self) -> dict[str, dict[str, Any]]:
         """The newest completion marker of every obsid (an obsid is complete iff it has one)."""
-        paths = self.fs.glob(self.path(f"{MARKERS}/*/*.json"))
+        paths = self.glob(f"{MARKERS}/*/*.json")
         latest: dict[str, dict[str, Any]] = {}
         # a marker a concurrent prune removes between listing and reading is simply gone
         for raw in self.fs.cat(paths, on_error="omit").values() if paths else ():
@@ -227,16 +249,29 @@ class Archive:
             )  # fmt: skip
         table: dict[str, list[np.ndarray]] = {n: [] for n in WINDOW_VARS if n not in IMAGE_VARS}
         table["obsid"] = []
+        images: dict[str, list[np.ndarray]] = {n: [] for n in IMAGE_VARS}
         offset = 0
+
+        def flush(final: bool) -> None:
+            """Write buffered image rows in whole chunks (no read-modify-write on S3)."""
+            nonlocal offset
+            for name, parts in images.items():
+                block = np.concatenate(parts) if parts else np.empty((0, *shapes[name]))
+                rows = len(block) if final else len(block) // IMAGE_CHUNK * IMAGE_CHUNK
+                if rows:
+                    arrays[name][offset : offset + rows] = block[:rows]
+                images[name] = [block[rows:]]
+            offset += rows
+
         for marker, values in self._fragment_rows(markers):
             for name in IMAGE_VARS:
-                arrays[name][offset : offset + marker["n_windows"]] = values[name]
-            for name in table:
-                if name == "obsid":
-                    table[name].append(np.full(marker["n_windows"], marker["obsid"], dtype=object))
-                else:
-                    table[name].append(values[name])
-            offset += marker["n_windows"]
+                images[name].append(values[name])
+            table["obsid"].append(np.full(marker["n_windows"], marker["obsid"], dtype=object))
+            for name in table.keys() - {"obsid"}:
+                table[name].append(values[name])
+            if sum(len(part) for part in images["dpi"]) >= IMAGE_CHUNK:
+                flush(final=False)
+        flush(final=True)
         for name, parts in table.items():
             data = np.concatenate(parts) if parts else np.empty(0, dtype=object)
             if name == "obsid":
@@ -263,25 +298,37 @@ class Archive:
                 "finalized_at": utc_now(),
             }
         )
-        with warnings.catch_warnings():  # fragments/ and complete/ are not nodes, on purpose
-            warnings.simplefilter("ignore")
-            zarr.consolidate_metadata(self.zarr_store())
+        consolidate(self.zarr_store())
         pruned = self.prune(grace_s=prune_grace_s)
         return FinalizeSummary(n_obsids=len(markers), n_windows=total, pruned=pruned)
 
     def _fragment_rows(
         self, markers: list[dict[str, Any]]
     ) -> Iterator[tuple[dict[str, Any], dict[str, np.ndarray]]]:
-        """Each complete fragment's rows sorted by window_start, one fragment in memory at once."""
-        for marker in markers:
-            if not marker["n_windows"]:
-                continue
-            group = zarr.open_group(
-                self.zarr_store(f"{FRAGMENTS}/{marker['obsid']}/{marker['attempt']}"), mode="r"
+        """Each complete fragment's rows sorted by window_start, in marker order.
+
+        Reads run ahead on a few threads (object-store latency dominates) but never more than
+        READ_AHEAD fragments are held in memory at once.
+        """
+        todo = iter(m for m in markers if m["n_windows"])
+        with ThreadPoolExecutor(max_workers=READERS) as pool:
+            ahead = deque(
+                (m, pool.submit(self._read_fragment, m)) for m in islice(todo, READ_AHEAD)
             )
-            values = {name: group[name][...] for name in WINDOW_VARS}
-            order = np.argsort(values["window_start"], kind="stable")
-            yield marker, {name: v[order] for name, v in values.items()}
+            while ahead:
+                marker, future = ahead.popleft()
+                following = next(todo, None)
+                if following is not None:
+                    ahead.append((following, pool.submit(self._read_fragment, following)))
+                yield marker, future.result()
+
+    def _read_fragment(self, marker: dict[str, Any]) -> dict[str, np.ndarray]:
+        group = zarr.open_group(
+            self.zarr_store(f"{FRAGMENTS}/{marker['obsid']}/{marker['attempt']}"), mode="r"
+        )
+        values = {name: group[name][...] for name in WINDOW_VARS}
+        order = np.argsort(values["window_start"], kind="stable")
+        return {name: v[order] for name, v in values.items()}
 
     @staticmethod
     def _write_fragment_table(root: zarr.Group, markers: list[dict[str, Any]]) -> None:
@@ -306,13 +353,10 @@ class Archive:
         cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=grace_s)).strftime(
             "%Y%m%dT%H%M%S%fZ"
         )
-        found = {
-            tuple(p.rstrip("/").split("/")[-2:])
-            for p in self.fs.glob(self.path(f"{FRAGMENTS}/*/*"))
-        }
+        found = {tuple(p.rstrip("/").split("/")[-2:]) for p in self.glob(f"{FRAGMENTS}/*/*")}
         found |= {
             (p.split("/")[-2], p.split("/")[-1].removesuffix(".json"))
-            for p in self.fs.glob(self.path(f"{MARKERS}/*/*.json"))
+            for p in self.glob(f"{MARKERS}/*/*.json")
         }
         removed = 0
         for obsid, attempt in sorted(found):

@@ -100,7 +100,7 @@ def _record(archive: Archive, run_id: str | None, result: ObsResult) -> None:
 def run_results(archive: Archive, run_id: str) -> list[ObsResult]:
     """Every manifest entry's result; an entry whose worker died without a record counts as failed."""
     info = archive.get_json(f"runs/{run_id}/plan.json")
-    paths = archive.fs.glob(archive.path(f"runs/{run_id}/results/*.json"))
+    paths = archive.glob(f"runs/{run_id}/results/*.json")
     stored = {}
     for raw in archive.fs.cat(paths).values() if paths else ():
         record = ObsResult(**json.loads(raw))
