@@ -1,6 +1,6 @@
 """Pytest plugin: one LocalStack for the whole test session, plus clients pointed at it.
 
-Load it with `pytest_plugins = ["localstack"]` (tests/ is on sys.path in pytest's default import
+Loaded for every test module by tests/conftest.py (tests/ is on sys.path in pytest's default import
 mode). The `localstack` fixture reuses a LocalStack that already answers (e.g. after
 `scripts/localstack.sh start`, then it is left running) and otherwise starts one through that
 script and stops it when the session ends. Tests that use it are marked `localstack`

@@ -8,17 +8,13 @@ plugin, and then inspected as CloudFormation templates. Nothing here needs AWS, 
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 # The CDK app is not part of the installed package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "infra"))
-
 import aws_cdk as cdk
+import pytest
 from aws_cdk.assertions import Match, Template
 from batglitch_infra import asl
 from batglitch_infra.settings import Settings

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from localstack import LocalStack
 
 # Imported as a plugin (not above) so pytest can rewrite its asserts.
-pytest_plugins = ["localstack"]
 
 pytestmark = pytest.mark.localstack
 

@@ -9,26 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import uuid
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
+from batglitch_infra import local
+from batglitch_infra.settings import Settings
 
 from batglitch import pool
 from batglitch.archive import Archive
 from batglitch.catalog import read_manifest
 from batglitch.fakes import FakeObservation, FakeSwiftAPI, fake_observations, fill_heasarc
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "infra"))
-
-from batglitch_infra import local
-from batglitch_infra.settings import Settings
-
-pytest_plugins = ["localstack"]
 
 BEGIN, END = datetime(2024, 3, 1), datetime(2024, 3, 19)
 FIRST = ("2024-03-01", "2024-03-11")
