@@ -37,9 +37,9 @@ class Settings:
     # Distributed Map: concurrent process invocations, share of obsids allowed to fail.
     max_concurrency: int = 40
     tolerated_failure_percentage: float = 5.0
-    # Manifest format for the Map's ItemReader: the plan step writes JSON lines. (LocalStack
-    # reads only JSON arrays: local runs render the definition with JSON.)
-    manifest_input_type: str = "JSON"  # a JSON array: LocalStack rejects JSONL readers
+    # Manifest format for the Map's ItemReader: plan writes a JSON array, which AWS and
+    # LocalStack (no JSONL reader) both take.
+    manifest_input_type: str = "JSON"
     # Days before manifests/ and runs/ (per-run scratch) and the access logs expire.
     scratch_expiry_days: int = 30
     access_log_expiry_days: int = 90
