@@ -48,7 +48,7 @@ class Settings:
     # Lambda sizing per handler (memory also sets CPU share: 1769 MB = 1 vCPU).
     plan_memory_mb: int = 1024
     plan_timeout_s: int = 900
-    process_memory_mb: int = 2048
+    process_memory_mb: int = 1024  # peak RSS measured at 165 MB; memory here buys CPU share
     process_timeout_s: int = 900
     finalize_memory_mb: int = 3008
     finalize_timeout_s: int = 900
