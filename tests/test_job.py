@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from datetime import datetime
 
 import pytest
@@ -111,3 +113,36 @@ def test_process_item_records_a_failure_before_raising_it(world, tmp_path):
     record = archive.get_json(f"runs/{run.run_id}/results/{corrupt.obsid}.json")
     assert record["status"] == FAILED and corrupt.obsid in record["error"]
     assert archive.completed_obsids() == set()
+
+
+def test_rows_from_quicklook_are_redone_once_the_observation_is_archived(tmp_path):
+    """Quick-look data is provisional: not replanned while it is all there is, redone after."""
+    begin, end = datetime.fromisoformat(BEGIN), datetime.fromisoformat(END)
+    [pending] = fake_observations(begin, end, 1, seed=9, not_archived_fraction=1.0)
+    archived = dataclasses.replace(pending, archived=True)
+    heasarc, quicklook = tmp_path / "heasarc", tmp_path / "ql"
+    fill_heasarc(str(heasarc), [archived], rate_hz=500.0, duration=90.0, n_glitches=2)
+    event_file = heasarc / archived.key("po")
+    (quicklook / pending.obsid / "bat/event").mkdir(parents=True)
+    shutil.copy(event_file, quicklook / pending.obsid / "bat/event" / event_file.name)
+    store = str(tmp_path / "a.zarr")
+
+    def run(observation) -> tuple[int, int, dict]:
+        with FakeSwiftAPI([observation], quicklook_base=str(quicklook)) as api:
+            options = {"api_url": api.url, "roots": [str(heasarc)]}
+            planned = plan_run(BEGIN, END, store, plan_options=options)
+            for entry in read_manifest(planned.manifest):
+                process_item(entry, Archive(store), planned.run_id)
+        finalize_run(store, planned.run_id)
+        return planned.n_obsids, planned.skipped_complete, Archive(store).markers()
+
+    n, skipped, markers = run(pending)  # from quick-look: processed, marked as such
+    assert (n, skipped) == (1, 0) and markers[pending.obsid]["from_quicklook"] is True
+    first = markers[pending.obsid]["attempt"]
+    n, skipped, markers = run(pending)  # still only quick-look: not redone
+    assert (n, skipped) == (0, 1) and markers[pending.obsid]["attempt"] == first
+    n, skipped, markers = run(archived)  # archived now: redone from the archive proper
+    assert (n, skipped) == (1, 0) and markers[pending.obsid]["from_quicklook"] is False
+    n, skipped, _ = run(archived)  # final: skipped without a lookup
+    assert (n, skipped) == (0, 1)
+    assert open_archive(store).sizes["window"] == markers[pending.obsid]["n_windows"] > 0

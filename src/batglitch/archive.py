@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import uuid
 import warnings
 from collections import deque
@@ -34,8 +33,9 @@ import zarr.storage
 from batglitch import __version__
 from batglitch.config import N_DETX, N_DETY, DetectionConfig
 from batglitch.dpi import WindowTable
-from batglitch.errors import BatGlitchError
+from batglitch.errors import BatGlitchError, TransientError
 from batglitch.metadata import MET_EPOCH_UNITS
+from batglitch.remote import storage_options_for, write_atomically
 
 FRAGMENTS, MARKERS = "fragments", "complete"
 IMAGE_CHUNK = 32  # windows per chunk of the image arrays: ~3 MB of raw dpi, one read per batch
@@ -107,8 +107,9 @@ def new_attempt_id() -> str:
 
 
 def archive_storage_options(url: str) -> dict[str, Any]:
-    """Credentials come from the environment (and AWS_ENDPOINT_URL_S3 for LocalStack)."""
-    return {} if fsspec.utils.get_protocol(url) == "file" else {"anon": False}
+    """Signed access with timeouts; credentials and AWS_ENDPOINT_URL (LocalStack) come from the
+    environment."""
+    return storage_options_for(url)
 
 
 class Archive:
@@ -136,15 +137,7 @@ class Archive:
 
     def put_json(self, key: str, value: Any) -> None:
         """Write a JSON object so that readers see all of it or nothing."""
-        data = json.dumps(value, indent=1, default=str).encode()
-        target = self.path(key)
-        if self.local:  # a rename is atomic; an S3 PUT already is
-            self.fs.makedirs(os.path.dirname(target), exist_ok=True)
-            tmp = f"{target}.{uuid.uuid4().hex}.tmp"
-            self.fs.pipe_file(tmp, data)
-            os.replace(tmp, target)
-        else:
-            self.fs.pipe_file(target, data)
+        write_atomically(self.fs, self.path(key), json.dumps(value, indent=1, default=str).encode())
 
     def glob(self, pattern: str) -> list[str]:
         """A fresh listing: fsspec caches listings per process, and a warm process (a reused
@@ -156,8 +149,11 @@ class Archive:
         return json.loads(self.fs.cat_file(self.path(key)))
 
     # -- workers -----------------------------------------------------------------------------
-    def write_fragment(self, fragment: Fragment) -> dict[str, Any]:
-        """Write one attempt's rows under a key of its own, then its completion marker."""
+    def write_fragment(self, fragment: Fragment, *, from_quicklook: bool = False) -> dict[str, Any]:
+        """Write one attempt's rows under a key of its own, then its completion marker.
+
+        from_quicklook marks rows made from quick-look data, which plans redo once the
+        observation is in the archive proper."""
         attempt = new_attempt_id()
         n = len(fragment.table)
         if n:
@@ -185,6 +181,7 @@ class Archive:
             "completed_at": utc_now(),
             "version": __version__,
             "config": fragment.config.as_attrs(),
+            "from_quicklook": from_quicklook,
         }
         self.put_json(f"{MARKERS}/{fragment.obsid}/{attempt}.json", marker)
         return marker
@@ -205,8 +202,11 @@ class Archive:
         """The newest completion marker of every obsid (an obsid is complete iff it has one)."""
         paths = self.glob(f"{MARKERS}/*/*.json")
         latest: dict[str, dict[str, Any]] = {}
-        # a marker a concurrent prune removes between listing and reading is simply gone
-        for raw in self.fs.cat(paths, on_error="omit").values() if paths else ():
+        for path, raw in (self.fs.cat(paths, on_error="return") if paths else {}).items():
+            if isinstance(raw, FileNotFoundError):
+                continue  # removed by a concurrent prune between listing and reading: superseded
+            if isinstance(raw, Exception):
+                raise TransientError(f"{self.url}: reading marker {path}: {raw!r}") from raw
             marker = json.loads(raw)
             held = latest.get(marker["obsid"])
             if held is None or marker["attempt"] > held["attempt"]:
@@ -323,10 +323,12 @@ class Archive:
                 yield marker, future.result()
 
     def _read_fragment(self, marker: dict[str, Any]) -> dict[str, np.ndarray]:
-        group = zarr.open_group(
-            self.zarr_store(f"{FRAGMENTS}/{marker['obsid']}/{marker['attempt']}"), mode="r"
-        )
-        values = {name: group[name][...] for name in WINDOW_VARS}
+        key = f"{FRAGMENTS}/{marker['obsid']}/{marker['attempt']}"
+        try:
+            group = zarr.open_group(self.zarr_store(key), mode="r")
+            values = {name: group[name][...] for name in WINDOW_VARS}
+        except Exception as exc:  # a marked fragment must be readable: say which one is not
+            raise TransientError(f"{self.url}: reading complete fragment {key}: {exc!r}") from exc
         order = np.argsort(values["window_start"], kind="stable")
         return {name: v[order] for name, v in values.items()}
 
@@ -353,24 +355,21 @@ class Archive:
         cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=grace_s)).strftime(
             "%Y%m%dT%H%M%S%fZ"
         )
-        found = {tuple(p.rstrip("/").split("/")[-2:]) for p in self.glob(f"{FRAGMENTS}/*/*")}
-        found |= {
+        fragments = {tuple(p.rstrip("/").split("/")[-2:]) for p in self.glob(f"{FRAGMENTS}/*/*")}
+        marked = {
             (p.split("/")[-2], p.split("/")[-1].removesuffix(".json"))
             for p in self.glob(f"{MARKERS}/*/*.json")
         }
         removed = 0
-        for obsid, attempt in sorted(found):
+        for obsid, attempt in sorted(fragments | marked):
             newest = latest.get(obsid, {}).get("attempt", "")
-            marker = self.path(f"{MARKERS}/{obsid}/{attempt}.json")
-            marked = self.fs.exists(marker)
-            superseded = marked and attempt < newest
-            abandoned = not marked and attempt < cutoff
+            superseded = (obsid, attempt) in marked and attempt < newest
+            abandoned = (obsid, attempt) not in marked and attempt < cutoff
             if attempt == newest or not (superseded or abandoned):
                 continue
-            fragment = self.path(f"{FRAGMENTS}/{obsid}/{attempt}")
-            if self.fs.exists(fragment):
-                self.fs.rm(fragment, recursive=True)
-            if marked:
-                self.fs.rm(marker)
+            if (obsid, attempt) in fragments:
+                self.fs.rm(self.path(f"{FRAGMENTS}/{obsid}/{attempt}"), recursive=True)
+            if (obsid, attempt) in marked:
+                self.fs.rm(self.path(f"{MARKERS}/{obsid}/{attempt}.json"))
             removed += 1
         return removed

@@ -26,9 +26,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 
 from batglitch.errors import BatGlitchError, TransientError
+from batglitch.remote import write_atomically
 
 HEASARC_HTTPS = "https://heasarc.gsfc.nasa.gov/FTP/"
 DEFAULT_ARCHIVE_ROOTS = ("s3://nasa-heasarc", "https://heasarc.gsfc.nasa.gov/FTP")
@@ -64,8 +64,11 @@ class ObsEntry:
     triggers: tuple[dict[str, Any], ...]
     slew_urls: tuple[str, ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ObsEntry:
@@ -105,6 +108,7 @@ def plan(
     page_size: int = MAX_PAGE_SIZE,
     slewing: bool = False,
     skip: Set[str] = frozenset(),
+    skipped: set[str] | None = None,
     timeout_s: float = 60.0,
     retries: int = 4,
     backoff_s: float = 2.0,
@@ -135,7 +139,10 @@ def plan(
         _locate, Data, slewing=slewing, roots=archive_roots(roots), retry=retry
     )
     with swift_client(api_url, timeout_s):
-        dumps = _dumps_by_obsid(GUANO, t0, t1, window_days, page_size, skip, retry, progress)
+        dumps = _dumps_by_obsid(GUANO, t0, t1, window_days, page_size, retry, progress)
+        if skipped is not None:
+            skipped |= dumps.keys() & skip
+        dumps = {o: d for o, d in dumps.items() if o not in skip}
         obsids = sorted(dumps, key=lambda o: (min(d["trigger_met"] for d in dumps[o]), o))
         entries = []
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -151,16 +158,14 @@ def write_manifest(
     entries: Sequence[ObsEntry], url: str, storage_options: dict[str, Any] | None = None
 ) -> None:
     """JSON lines, or one JSON array when the URL ends in .json (what Step Functions' item
-    reader takes everywhere); written in a single put, so there is never half a manifest."""
+    reader takes everywhere); never half a manifest for a reader to find."""
     fs, path = fsspec.url_to_fs(url, **(storage_options or {}))
-    if isinstance(fs, LocalFileSystem):
-        fs.makedirs(fs._parent(path), exist_ok=True)
-    items = [dataclasses.asdict(e) for e in entries]
+    items = [e.to_dict() for e in entries]
     if path.endswith(".json"):
         text = json.dumps(items, sort_keys=True)
     else:
         text = "".join(json.dumps(item, sort_keys=True) + "\n" for item in items)
-    fs.pipe_file(path, text.encode())
+    write_atomically(fs, path, text.encode())
 
 
 def read_manifest(url: str, storage_options: dict[str, Any] | None = None) -> list[ObsEntry]:
@@ -215,7 +220,6 @@ def _dumps_by_obsid(
     t1: datetime,
     window_days: float,
     page_size: int,
-    skip: Set[str],
     retry: Callable[..., Any],
     progress: Progress | None,
 ) -> dict[str, list[dict[str, Any]]]:
@@ -226,8 +230,6 @@ def _dumps_by_obsid(
     for i, (w0, w1) in enumerate(windows, 1):
         for entry in _window_entries(guano, w0, w1, page_size, retry):
             obsid = str(entry.obs_id) if entry.obs_id is not None else ""
-            if obsid in skip:
-                continue
             if not _OBSID.fullmatch(obsid) or entry.triggertime is None:
                 unusable += 1  # dump not executed or not downlinked yet: nothing to read
                 continue

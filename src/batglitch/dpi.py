@@ -85,8 +85,8 @@ def window_images(events: EventList, windows: Windows, config: DetectionConfig) 
         ok = (sand_x >= 0) & (sand_y >= 0) & (band >= 0)
         flat = ((owner * lowres_shape[0] + sand_y) * lowres_shape[1] + sand_x) * lowres_shape[2]
         coarse = np.bincount((flat + band)[ok], minlength=k * lowres_size)
-        if full.max(initial=0) > np.iinfo(DPI_DTYPE).max:
-            raise EventFileError(events.source, "a detector count exceeds uint16", events.obsid)
+        if max(full.max(initial=0), coarse.max(initial=0)) > np.iinfo(DPI_DTYPE).max:
+            raise EventFileError(events.source, "a DPI count exceeds uint16", events.obsid)
         dpi[sl] = full.reshape(k, N_DETX, N_DETY)
         lowres[sl] = coarse.reshape(k, *lowres_shape)
     return WindowTable(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ from batglitch.archive import Archive, new_attempt_id, utc_now
 from batglitch.catalog import ObsEntry, plan, read_manifest, write_manifest
 from batglitch.report import RunReport, summarize
 from batglitch.worker import FAILED, ObsResult, failed, process_entry
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,13 @@ def plan_run(
     """List the range's obsids, leave out those already complete (unless forced), write the manifest."""
     archive = Archive(store)
     run_id = new_attempt_id()
-    complete = set() if force else archive.completed_obsids()
-    planned = plan(begin, end, **(plan_options or {}))
-    fresh = [e for e in planned if e.obsid not in complete]
+    markers = {} if force else archive.markers()
+    # complete from the archive proper: not even looked up again; from quick-look: looked up,
+    # and redone only once the observation has been archived
+    final = {o for o, m in markers.items() if not m.get("from_quicklook")}
+    skipped: set[str] = set()
+    planned = plan(begin, end, skip=final, skipped=skipped, **(plan_options or {}))
+    fresh = [e for e in planned if not (e.obsid in markers and not e.archived)]
     entries = fresh[:limit]
     manifest = f"{archive.url}/manifests/{run_id}.json"  # a JSON array: Step Functions reads it
     write_manifest(entries, manifest, archive.storage_options)
@@ -65,7 +72,7 @@ def plan_run(
         end=str(end),
         manifest=manifest,
         n_obsids=len(entries),
-        skipped_complete=len(planned) - len(fresh),
+        skipped_complete=len(skipped) + len(planned) - len(fresh),
     )
     archive.put_json(f"runs/{run_id}/plan.json", {**run.to_dict(), "planned_at": time.time()})
     return run
@@ -84,7 +91,10 @@ def process_item(
         result = process_entry(entry, archive)
     except Exception as exc:  # one bad observation must never end a run
         result = failed(entry.obsid, exc, started)
-        _record(archive, run_id, result)
+        try:
+            _record(archive, run_id, result)
+        except Exception:  # the original error matters more (its class drives retries)
+            logger.exception("obsid %s: could not record its failure", entry.obsid)
         if raise_errors:
             raise
         return result

@@ -26,8 +26,9 @@ def window_metadata(
     trigger_type = np.full(n, "", dtype=object)
     trigger_met = np.full(n, np.nan)
     if triggers and n:
-        centre_met = np.array([t["trigger_met"] + t.get("offset", 0.0) for t in triggers])
-        half = np.array([t.get("duration", 0.0) for t in triggers]) / 2
+        # GUANO sends null for an unknown offset or duration
+        centre_met = np.array([t["trigger_met"] + float(t.get("offset") or 0.0) for t in triggers])
+        half = np.array([float(t.get("duration") or 0.0) for t in triggers]) / 2
         begin, end = centre_met - half, centre_met + half
         centre = (table.window_start + table.window_stop) / 2
         distance = np.maximum(begin[None, :] - centre[:, None], centre[:, None] - end[None, :])

@@ -18,7 +18,7 @@ from batglitch.archive import Archive
 from batglitch.catalog import ObsEntry, read_manifest
 from batglitch.job import finalize_run, plan_run, process_item
 from batglitch.report import RunReport
-from batglitch.worker import FAILED, ObsResult
+from batglitch.worker import FAILED, ObsResult, failed
 
 DIED = "the worker process died (killed, or out of memory) while processing this obsid"
 
@@ -48,11 +48,10 @@ def process_all(
     """
     bar = tqdm(total=len(entries), desc="obsids", unit="obsid", disable=not progress)
     results: list[ObsResult] = []
-    if workers <= 1:
-        for entry in entries:
-            results.append(_work(entry, store, run_id))
-            bar.update()
-    waiting = [] if workers <= 1 else list(reversed(entries))
+    waiting = list(reversed(entries))
+    while waiting and workers <= 1:
+        results.append(_work(waiting.pop(), store, run_id))
+        bar.update()
     context = multiprocessing.get_context("spawn")
     while waiting:
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
@@ -70,6 +69,8 @@ def process_all(
                     except BrokenProcessPool:
                         broken = True
                         results.append(ObsResult(entry.obsid, FAILED, error=DIED, retryable=True))
+                    except Exception as exc:  # e.g. the archive unreachable: this obsid only
+                        results.append(failed(entry.obsid, exc, 0.0))
                     bar.update()
     bar.close()
     return sorted(results, key=lambda r: r.obsid)

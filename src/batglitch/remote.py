@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 from batglitch.errors import TransientError
 
@@ -47,8 +49,8 @@ def storage_options_for(url: str, overrides: dict[str, Any] | None = None) -> di
     options: dict[str, Any] = {}
     if protocol == "s3":
         bucket = url.split("://", 1)[1].split("/", 1)[0]
-        anon_default = "1" if bucket in PUBLIC_BUCKETS else "0"
-        options["anon"] = os.environ.get("BATGLITCH_S3_ANON", anon_default) == "1"
+        # public open-data buckets are read unsigned unless BATGLITCH_S3_ANON=0 says otherwise
+        options["anon"] = bucket in PUBLIC_BUCKETS and os.environ.get("BATGLITCH_S3_ANON") != "0"
         options["config_kwargs"] = {"connect_timeout": 10, "read_timeout": 60}
     return {**options, **(overrides or {})}
 
@@ -69,10 +71,10 @@ def with_retries(action: Callable[[], T], what: str, policy: FetchPolicy) -> T:
     raise AssertionError("unreachable")
 
 
-def fetch(url: str, policy: FetchPolicy | None = None, storage_options: dict | None = None) -> Blob:
+def fetch(url: str, policy: FetchPolicy | None = None) -> Blob:
     """Read one whole object into memory (event files are tens of MB at most)."""
     policy = policy or FetchPolicy()
-    fs, path = fsspec.core.url_to_fs(url, **storage_options_for(url, storage_options))
+    fs, path = fsspec.core.url_to_fs(url, **storage_options_for(url))
     protocol = fsspec.utils.get_protocol(url)
 
     def read() -> Blob:
@@ -94,3 +96,15 @@ def _timed(action: Callable[[], T], timeout_s: float, url: str) -> T:
         raise TimeoutError(f"{url}: no answer within {timeout_s:.0f} s") from exc
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def write_atomically(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Readers see all of ``data`` or nothing: an object-store PUT already is atomic, a local
+    file is written beside the target and renamed over it."""
+    if isinstance(fs, LocalFileSystem):
+        fs.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        fs.pipe_file(tmp, data)
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)

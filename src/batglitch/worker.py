@@ -60,7 +60,7 @@ def process_entry(
         try:
             blob = fetch(url, policy)
             break
-        except FileNotFoundError:
+        except (FileNotFoundError, PermissionError):  # S3 says 403 for a missing key, too
             continue
         except TransientError as exc:
             raise TransientError(f"obsid {entry.obsid}: {exc}") from exc
@@ -83,6 +83,7 @@ def process_entry(
         utcf=utcf,
         allow_uncalibrated=allow_uncalibrated,
         started=started,
+        from_quicklook=not entry.archived,
     )
 
 
@@ -96,6 +97,7 @@ def archive_blob(
     utcf: float | None = None,
     allow_uncalibrated: bool = False,
     started: float | None = None,
+    from_quicklook: bool = False,
 ) -> ObsResult:
     """Detect glitches in one event file already in memory and write its fragment."""
     started = time.perf_counter() if started is None else started
@@ -123,7 +125,10 @@ def archive_blob(
         etag=blob.etag,
         config=config,
     )
-    archive.write_fragment(fragment)
+    try:
+        archive.write_fragment(fragment, from_quicklook=from_quicklook)
+    except Exception as exc:  # storage trouble (throttling, a lost connection): worth a retry
+        raise TransientError(f"obsid {obsid}: writing to {archive.url}: {exc!r}") from exc
     return ObsResult(
         obsid,
         DONE if len(table) else NO_GLITCHES,
