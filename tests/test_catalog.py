@@ -163,11 +163,19 @@ def test_persistent_timeouts_name_the_window(observations):
         run_plan(api, window_days=30, timeout_s=0.2, retries=1)
 
 
-def test_persistent_data_failure_names_the_obsid():
-    obs = fake_observations(BEGIN, END, 1, seed=1)
-    bad = Fault(path="/swift/data", count=99, malformed=True)
-    with FakeSwiftAPI(obs, [bad]) as api, pytest.raises(TransientError, match=obs[0].obsid):
-        run_plan(api)
+def test_persistent_data_failure_costs_only_that_obsid(caplog):
+    """Its listing keeps failing: planned without a location (retried by the next run), logged
+    with its obsid, and the other obsids are planned as usual."""
+    obs = fake_observations(BEGIN, END, 3, seed=1, not_archived_fraction=0.0)
+    bad = Fault(path="/swift/data", count=3, malformed=True)  # = every attempt of the first
+    with FakeSwiftAPI(obs, [bad]) as api:
+        entries = run_plan(api, workers=1)
+    [lost] = [e for e in entries if not e.event_urls]
+    assert (
+        not lost.archived and lost.obsid in caplog.text and "no event-file location" in caplog.text
+    )
+    assert sorted(e.obsid for e in entries) == sorted(o.obsid for o in obs)
+    assert all(e.archived and e.event_urls for e in entries if e is not lost)
 
 
 def test_dumps_of_one_obsid_across_windows_and_overlaps_are_kept_once_each():

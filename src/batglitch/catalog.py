@@ -233,7 +233,12 @@ def _dumps_by_obsid(
             if not _OBSID.fullmatch(obsid) or entry.triggertime is None:
                 unusable += 1  # dump not executed or not downlinked yet: nothing to read
                 continue
-            dump = _dump(entry)
+            try:
+                dump = _dump(entry)
+            except TransientError as exc:  # one dump without a usable time: leave it for later
+                logger.warning("%s; left out of this plan", exc)
+                unusable += 1
+                continue
             merged.setdefault(obsid, {})[(dump["trigger_met"], dump["triggertype"])] = dump
         _report(progress, "guano", i, len(windows))
     if unusable:
@@ -299,12 +304,19 @@ def _locate(
     roots: tuple[str, ...],
     retry: Callable[..., Any],
 ) -> dict[str, Any]:
-    """event_urls, archived, month (and slew_urls) of one obsid, from its Data listing."""
-    answer = retry(
-        functools.partial(data, obs_id=obsid, bat=True, auxil=False, fetch=False),
-        f"Data listing of obsid {obsid}",
-    )
-    urls, archived, month = _file_urls(answer.entries, f"sw{obsid}bevshpo_uf.evt.gz", roots)
+    """event_urls, archived, month (and slew_urls) of one obsid, from its Data listing.
+
+    An obsid whose listing keeps failing gets no location (its worker reports it not archived,
+    and the next run plans it again) rather than failing the whole plan."""
+    try:
+        answer = retry(
+            functools.partial(data, obs_id=obsid, bat=True, auxil=False, fetch=False),
+            f"Data listing of obsid {obsid}",
+        )
+        urls, archived, month = _file_urls(answer.entries, f"sw{obsid}bevshpo_uf.evt.gz", roots)
+    except BatGlitchError as exc:
+        logger.warning("obsid %s: no event-file location: %s", obsid, exc)
+        return {"event_urls": (), "archived": False, "month": None}
     if not urls:
         logger.warning("obsid %s: no pointed BAT event file listed yet", obsid)
     where: dict[str, Any] = {"event_urls": urls, "archived": archived, "month": month}
