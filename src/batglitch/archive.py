@@ -142,7 +142,7 @@ class Archive:
     def glob(self, pattern: str) -> list[str]:
         """A fresh listing: fsspec caches listings per process, and a warm process (a reused
         Lambda container, a second run) must see what other workers completed since."""
-        self.fs.invalidate_cache(self.root)
+        self.fs.invalidate_cache()  # all of it: s3fs drops only the parents of a given path
         return self.fs.glob(self.path(pattern))
 
     def get_json(self, key: str) -> Any:
