@@ -1,7 +1,7 @@
 """The three Lambda functions of the state machine: plan, process (one obsid), finalize.
 
 Each parses its event, calls one core step of batglitch.job and returns small JSON. Exceptions
-keep their class names (TransientError, EventFileError, NotArchivedError): Step Functions
+keep their class names (TransientError, EventFileError): Step Functions
 retries the first and counts the others against the map's tolerated-failure threshold.
 """
 

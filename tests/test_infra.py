@@ -42,7 +42,7 @@ TRANSIENT = [
     "Lambda.SdkClientException",
     "States.Timeout",
 ]
-PERMANENT = ["EventFileError", "NotArchivedError"]
+PERMANENT = ["EventFileError"]
 # Never in the image build context, wherever they sit.
 LOCAL_STATE = [".venv", ".localstack", "out", "cdk.out", ".git", "infra/cdk.out"]
 
@@ -492,8 +492,16 @@ def test_definition_flow_plan_choice_map_finalize() -> None:
     assert writer["Parameters"]["Prefix.$"].startswith("States.Format('runs/{}'")
     finalize = states[fan_out["Next"]]
     assert finalize["Resource"].endswith(":function:finalize")
-    assert set(finalize["Parameters"]) == {"store.$", "run_id.$", "results.$"}
-    assert finalize["End"] is True
+    assert set(finalize["Parameters"]) == {"store.$", "run_id.$"}
+    # a failed map (over the tolerated threshold) still finalizes what completed, then fails
+    (catcher,) = fan_out["Catch"]
+    assert catcher["ErrorEquals"] == ["States.ALL"] and catcher["Next"] == "Finalize"
+    outcome = states[finalize["Next"]]
+    (failed_map,) = outcome["Choices"]
+    assert failed_map["Variable"] == catcher["ResultPath"] and failed_map["IsPresent"] is True
+    assert states[failed_map["Next"]]["Type"] == "Fail"
+    done = {"Type": "Pass", "OutputPath": finalize["ResultPath"], "End": True}
+    assert states[outcome["Default"]] == done  # the execution's output: the run summary
 
 
 def test_items_get_store_and_run_id_merged_in() -> None:

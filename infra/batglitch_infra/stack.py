@@ -54,7 +54,7 @@ HANDLERS = {
 # The public AWS open-data bucket holding the HEASARC archive (commercial partition only).
 HEASARC_ARN = "arn:aws:s3:::nasa-heasarc"
 STORE_KEY = "archive.zarr"
-# Inside a store, written by the plan step: <store>/manifests/<run_id>.jsonl, <store>/runs/<run_id>/.
+# Inside a store, written by the plan step: <store>/manifests/<run_id>.json, <store>/runs/<run_id>/.
 MANIFESTS = "manifests/"
 RUN_RECORDS = "runs/"
 # At the bucket root, written by the Map's ResultWriter: runs/<execution name>/<map run id>/.
@@ -531,7 +531,7 @@ class BatglitchStack(cdk.Stack):
             self,
             "BatchJob",
             container=container,
-            # Given at submit-job: manifest (JSON lines of the large obsids) and the run_id of the
+            # Given at submit-job: manifest (JSON lines or array of the large obsids) and the run_id of the
             # Step Functions run they failed in, so `finalize --run-id` reports them processed.
             parameters={"store": self.store_url},
             retry_attempts=2,

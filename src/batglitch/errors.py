@@ -22,9 +22,5 @@ class EventFileError(BatGlitchError):
         super().__init__(f"{where}: {problem}")
 
 
-class NotArchivedError(BatGlitchError):
-    """The observation's event file is not (yet) in the archive: try again in a later run."""
-
-
 class TransientError(BatGlitchError):
     """A remote service failed in a way a later retry may fix (timeouts, 5xx, throttling)."""
