@@ -28,7 +28,6 @@ SETTINGS = {
     "batch": Settings(
         image_uri=IMAGE_URI,
         batch=True,
-        manifest_input_type="JSON",
         max_concurrency=7,
         tolerated_failure_percentage=12.5,
         schedule="rate(1 day)",
@@ -310,7 +309,6 @@ def test_state_machine_is_the_asl_file_with_substitutions(synth: Synth, variant:
         timeout = int(values[f"{handler.title()}TimeoutSeconds"])
         assert timeout > settings.timeout_s(handler)  # Lambda's own timeout fires first
     assert values["ArchiveBucket"] == {"Ref": _archive_bucket(synth, variant)}
-    assert values["ManifestInputType"] == settings.manifest_input_type
     assert int(values["MaxConcurrency"]) == settings.max_concurrency
     assert float(values["ToleratedFailurePercentage"]) == settings.tolerated_failure_percentage
     assert properties["TracingConfiguration"] == {"Enabled": True}
@@ -597,7 +595,6 @@ def test_settings_from_cli_strings_and_cdk_json_types() -> None:
         ("max_concurrency", "1.5"),
         ("max_concurrency", "0"),
         ("tolerated_failure_percentage", "101"),
-        ("manifest_input_type", "CSV"),
         ("process_timeout_s", "901"),
         ("image_uri", "docker.io/library/python:3.12"),
     ],

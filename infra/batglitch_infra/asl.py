@@ -54,7 +54,6 @@ def substitutions(
         "ProcessFunctionArn": process,
         "FinalizeFunctionArn": finalize,
         "ArchiveBucket": bucket,
-        "ManifestInputType": settings.manifest_input_type,
         "MaxConcurrency": str(settings.max_concurrency),
         # Always with a decimal point: LocalStack's ASL grammar rejects an integer here.
         "ToleratedFailurePercentage": str(float(settings.tolerated_failure_percentage)),

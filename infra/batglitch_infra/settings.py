@@ -37,9 +37,6 @@ class Settings:
     # Distributed Map: concurrent process invocations, share of obsids allowed to fail.
     max_concurrency: int = 40
     tolerated_failure_percentage: float = 5.0
-    # Manifest format for the Map's ItemReader: plan writes a JSON array, which AWS and
-    # LocalStack (no JSONL reader) both take.
-    manifest_input_type: str = "JSON"
     # Days before manifests/ and runs/ (per-run scratch) and the access logs expire.
     scratch_expiry_days: int = 30
     access_log_expiry_days: int = 90
@@ -62,8 +59,6 @@ class Settings:
         problems = []
         if self.image_uri is not None and not IMAGE_URI.match(self.image_uri):
             problems.append(f"image_uri {self.image_uri!r} is not an ECR image URI")
-        if self.manifest_input_type not in ("JSON", "JSONL"):
-            problems.append("manifest_input_type must be JSON or JSONL")
         if not 0 <= self.tolerated_failure_percentage <= 100:
             problems.append("tolerated_failure_percentage must be within 0..100")
         for name in (
