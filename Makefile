@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 STORE ?= out/archive.zarr
 BEGIN ?= 2024-03-01
-END ?= 2024-03-31
+# END is exclusive: the default is all of March 2024
+END ?= 2024-04-01
 WORKERS ?= 2
 SOURCE ?= fake
 PYTEST_ARGS ?=
@@ -56,4 +57,4 @@ image-test: $(STAMP) localstack
 	scripts/image_test.sh
 
 clean:
-	rm -rf out .pytest_cache .ruff_cache cdk.out
+	rm -rf out .pytest_cache .ruff_cache infra/cdk.out

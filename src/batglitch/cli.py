@@ -130,6 +130,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from batglitch import pool
     from batglitch.fakes import FakeSwiftAPI, demo_observations, fill_demo_heasarc
 
+    if "://" in args.store:
+        print(
+            "demo writes its fake HEASARC tree next to the store: use a local --store",
+            file=sys.stderr,
+        )
+        return 2
     observations = demo_observations(args.begin, args.end, args.obsids, args.seed)
     heasarc = str(Path(args.store).resolve().parent / "fake-heasarc")
     print(f"writing {len(observations)} synthetic observations to {heasarc} ...")
