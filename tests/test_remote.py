@@ -29,7 +29,7 @@ def test_gives_up_as_transient_error_naming_the_target():
     def down():
         raise ConnectionError("refused")
 
-    with pytest.raises(TransientError, match="reading s3://b/k: failed 2 times"):
+    with pytest.raises(TransientError, match=r"reading s3://b/k: refused \(after 2 attempts\)"):
         with_retries(down, "reading s3://b/k", FetchPolicy(attempts=2, backoff_s=0.01))
 
 

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from typing import Any, TypeVar
 import fsspec
 
 from batglitch.errors import BatGlitchError, TransientError
-from batglitch.remote import write_atomically
+from batglitch.remote import FetchPolicy, with_retries, write_atomically
 
 HEASARC_HTTPS = "https://heasarc.gsfc.nasa.gov/FTP/"
 DEFAULT_ARCHIVE_ROOTS = ("s3://nasa-heasarc", "https://heasarc.gsfc.nasa.gov/FTP")
@@ -199,19 +198,24 @@ def swift_client(api_url: str | None = None, timeout_s: float = 60.0) -> Iterato
             Base._api_base, Base._timeout = saved
 
 
+class _Refused(Exception):
+    """A Swift API answer whose status is not "Accepted" (swifttools reports, never raises)."""
+
+
+def _accepted(call: Callable[[], T], what: str) -> T:
+    answer = call()
+    status = answer.status  # type: ignore[attr-defined]
+    if status.status == "Accepted" and not status.errors:
+        return answer
+    problems = "; ".join(str(e) for e in status.errors) or f"status {status.status}"
+    logger.warning("%s: %s", what, problems)
+    raise _Refused(problems)
+
+
 def _retrying(call: Callable[[], T], what: str, *, retries: int, backoff_s: float) -> T:
     """swifttools never raises on failure: timeouts, 5xx and bad JSON land in status.errors."""
-    problems: list[str] = []
-    for attempt in range(retries + 1):
-        if attempt:
-            time.sleep(backoff_s * 2 ** (attempt - 1))
-        answer = call()
-        status = answer.status  # type: ignore[attr-defined]
-        if status.status == "Accepted" and not status.errors:
-            return answer
-        problems = [str(e) for e in status.errors] or [f"status {status.status}"]
-        logger.warning("%s: attempt %d failed: %s", what, attempt + 1, "; ".join(problems))
-    raise TransientError(f"{what}: {'; '.join(problems)} (after {retries + 1} attempts)")
+    policy = FetchPolicy(attempts=retries + 1, backoff_s=backoff_s)
+    return with_retries(lambda: _accepted(call, what), what, policy)
 
 
 def _dumps_by_obsid(

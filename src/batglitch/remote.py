@@ -65,7 +65,7 @@ def with_retries(action: Callable[[], T], what: str, policy: FetchPolicy) -> T:
             raise
         except Exception as exc:  # network stacks raise many unrelated types for the same outage
             if attempt == policy.attempts:
-                raise TransientError(f"{what}: failed {attempt} times, last: {exc!r}") from exc
+                raise TransientError(f"{what}: {exc} (after {attempt} attempts)") from exc
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
