@@ -90,7 +90,17 @@ def run(
 ) -> RunReport:
     """The whole job on one machine. Re-running a range only processes what is not complete."""
     log(f"planning {begin} .. {end} from GUANO into {store}")
-    run_plan = plan_run(begin, end, store, force=force, limit=limit, plan_options=plan_options)
+    bars: dict[str, tqdm] = {}
+
+    def planning(stage: str, done: int, total: int) -> None:
+        label = {"guano": "GUANO windows", "data": "locating event files"}.get(stage, stage)
+        bar = bars.setdefault(stage, tqdm(total=total, desc=label, disable=not progress))
+        bar.update(done - bar.n)
+
+    options = {"progress": planning, **(plan_options or {})}
+    run_plan = plan_run(begin, end, store, force=force, limit=limit, plan_options=options)
+    for bar in bars.values():
+        bar.close()
     log(
         f"run {run_plan.run_id}: {run_plan.n_obsids} obsids to process, "
         f"{run_plan.skipped_complete} already complete; {workers} worker(s)"
