@@ -45,26 +45,14 @@ def one_day_of_dumps(n: int) -> list[FakeObservation]:
 
 
 def test_fake_observations_are_reproducible_and_have_exact_flag_counts():
-    obs = fake_observations(
-        BEGIN,
-        END,
-        50,
-        seed=7,
-        multi_dump_fraction=0.2,
-        not_archived_fraction=0.1,
-        corrupt_fraction=0.06,
-        slewing_fraction=0.04,
-    )
-    assert obs == fake_observations(
-        BEGIN,
-        END,
-        50,
-        seed=7,
-        multi_dump_fraction=0.2,
-        not_archived_fraction=0.1,
-        corrupt_fraction=0.06,
-        slewing_fraction=0.04,
-    )
+    flags = {
+        "multi_dump_fraction": 0.2,
+        "not_archived_fraction": 0.1,
+        "corrupt_fraction": 0.06,
+        "slewing_fraction": 0.04,
+    }
+    obs = fake_observations(BEGIN, END, 50, seed=7, **flags)
+    assert obs == fake_observations(BEGIN, END, 50, seed=7, **flags)
     assert obs != fake_observations(BEGIN, END, 50, seed=8)
     assert len({o.obsid for o in obs}) == 50
     assert all(len(o.obsid) == 11 and o.obsid.isdigit() for o in obs)

@@ -16,17 +16,15 @@ def results() -> list[ObsResult]:
     ]
 
 
+def report_of(obs_results: list[ObsResult], *, skipped: int = 0, seconds: float = 1.0):
+    return summarize(
+        obs_results, run_id="r", store="s", begin="b", end="e",
+        skipped_complete=skipped, seconds=seconds, workers=2,
+    )  # fmt: skip
+
+
 def test_counts_by_status_and_totals():
-    report = summarize(
-        results(),
-        run_id="r",
-        store="s",
-        begin="b",
-        end="e",
-        skipped_complete=7,
-        seconds=2.0,
-        workers=2,
-    )
+    report = report_of(results(), skipped=7, seconds=2.0)
     assert (report.planned, report.done, report.no_glitches) == (5, 2, 1)
     assert (report.not_archived, report.failed, report.skipped_complete) == (1, 1, 7)
     assert (report.windows, report.bytes_read) == (5, 3_500_000)
@@ -36,23 +34,12 @@ def test_counts_by_status_and_totals():
 
 
 def test_table_names_every_failure_and_the_throughput():
-    table = summarize(
-        results(),
-        run_id="r",
-        store="s",
-        begin="b",
-        end="e",
-        skipped_complete=0,
-        seconds=0.5,
-        workers=1,
-    ).table()
+    table = report_of(results(), seconds=0.5).table()
     assert "FAILED 00000000005: obsid 00000000005, f.evt.gz: truncated gzip" in table
     assert "10.00 obsids/s, 7.0 MB/s" in table
     assert "windows written               5" in table
 
 
 def test_an_empty_run_has_no_rate():
-    report = summarize(
-        [], run_id="r", store="s", begin="b", end="e", skipped_complete=3, seconds=0.0, workers=1
-    )
+    report = report_of([], skipped=3, seconds=0.0)
     assert report.planned == 0 and report.obsids_per_s == 0.0
