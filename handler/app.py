@@ -35,7 +35,7 @@ def _bucket_key(url: str) -> dict[str, str]:
 
 
 def plan(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    """{begin, end} or {scheduled_time, lookback_days} (+ store, force, limit) -> run plan."""
+    """{begin, end} or {scheduled_time, lookback_days} (+ store, force, limit, slewing) -> plan."""
     with log_context(request_id=_request_id(context)):
         if event.get("scheduled_time"):
             begin, end = job.rolling_range(
@@ -44,8 +44,9 @@ def plan(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         else:
             begin, end = event["begin"], event["end"]
         run = job.plan_run(
-            begin, end, _store(event), force=bool(event.get("force")), limit=event.get("limit")
-        )
+            begin, end, _store(event), force=bool(event.get("force")), limit=event.get("limit"),
+            plan_options={"slewing": bool(event.get("slewing"))},
+        )  # fmt: skip
         logger.info("planned %d obsids for %s..%s, run %s", run.n_obsids, begin, end, run.run_id)
         # the Distributed Map's ItemReader takes the manifest as bucket + key
         return {

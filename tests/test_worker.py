@@ -164,3 +164,30 @@ def test_results_survive_json(world, tmp_path):
     again = ObsResult(**json.loads(json.dumps(result.to_dict())))
     assert again == result
     assert np.isfinite(again.seconds) and again.seconds > 0
+
+
+def test_slewing_files_are_searched_on_their_own_and_share_the_fragment(tmp_path):
+    """Planned with slewing: both event files of the obsid are read, each searched as the
+    reference searches one file, and their windows form one fragment, each row naming its file."""
+    heasarc = tmp_path / "heasarc"
+    [obs] = fake_observations(BEGIN, END, 1, seed=21, slewing_fraction=1.0, not_archived_fraction=0)
+    fill_heasarc(str(heasarc), [obs], rate_hz=500.0, duration=90.0, n_glitches=2)
+    with FakeSwiftAPI([obs]) as api:
+        [pointed_only] = plan(BEGIN, END, api_url=api.url, roots=[str(heasarc)])
+        [entry] = plan(BEGIN, END, api_url=api.url, roots=[str(heasarc)], slewing=True)
+    assert not pointed_only.slew_urls and entry.slew_urls
+    per_file = {
+        url: ingest_file(url, Archive(str(tmp_path / f"{kind}.zarr")))
+        for kind, url in (("po", entry.event_urls[0]), ("sl", entry.slew_urls[0]))
+    }
+    assert all(r.status == DONE for r in per_file.values())
+    archive = Archive(str(tmp_path / "both.zarr"))
+    result = process_entry(entry, archive, policy=FAST)
+    assert result.n_windows == sum(r.n_windows for r in per_file.values())
+    assert result.n_events == sum(r.n_events for r in per_file.values())
+    assert result.bytes_read == sum(r.bytes_read for r in per_file.values())
+    archive.finalize()
+    ds = open_archive(archive.url)
+    by_file = {url: int((ds.source_file.values == url).sum()) for url in per_file}
+    assert by_file == {url: r.n_windows for url, r in per_file.items()}
+    assert np.all(np.diff(ds.window_start.values) >= 0)  # one obsid: sorted by window_start

@@ -195,7 +195,8 @@ class Archive:
             if hasattr(table, name) and name not in fragment.window_meta
         }
         values.update(fragment.window_meta)
-        values["source_file"] = np.full(len(table), fragment.source, dtype=object).astype(str)
+        if "source_file" not in values:  # one file made every row
+            values["source_file"] = np.full(len(table), fragment.source, dtype=object).astype(str)
         return values
 
     def markers(self) -> dict[str, dict[str, Any]]:

@@ -59,7 +59,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """Start a run by hand (e.g. for array jobs): manifest and run record in the store."""
     from batglitch.job import plan_run
 
-    run = plan_run(args.begin, args.end, args.store, force=args.force, limit=args.limit)
+    run = plan_run(
+        args.begin, args.end, args.store, force=args.force, limit=args.limit,
+        plan_options={"slewing": args.slewing},
+    )  # fmt: skip
     print(f"run {run.run_id}: {run.n_obsids} obsids ({run.skipped_complete} already complete)")
     print(f"manifest: {run.manifest}")
     print(
@@ -120,8 +123,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from batglitch import pool
 
     report = pool.run(
-        args.begin, args.end, args.store, workers=args.workers, limit=args.limit, force=args.force
-    )
+        args.begin, args.end, args.store, workers=args.workers, limit=args.limit,
+        force=args.force, plan_options={"slewing": args.slewing},
+    )  # fmt: skip
     return _report_run(report, args.store, args.preview)
 
 
@@ -144,7 +148,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"fake Swift API at {api.url}")
         report = pool.run(
             args.begin, args.end, args.store, workers=args.workers, limit=args.limit,
-            force=args.force, plan_options={"api_url": api.url, "roots": [heasarc]},
+            force=args.force,
+            plan_options={"api_url": api.url, "roots": [heasarc], "slewing": args.slewing},
         )  # fmt: skip
     return _report_run(report, args.store, args.preview)
 
@@ -210,6 +215,7 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--limit", type=int, default=None, help="process at most N obsids")
         s.add_argument("--force", action="store_true", help="redo obsids already complete")
         s.add_argument("--preview", default=None, help="also write this PNG")
+        s.add_argument("--slewing", action="store_true", help="also the slewing event files")
         if name == "demo":
             s.add_argument("--obsids", type=int, default=36, help="synthetic observations")
             s.add_argument("--seed", type=int, default=1)
@@ -220,6 +226,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--store", required=True)
     s.add_argument("--force", action="store_true", help="include obsids already complete")
     s.add_argument("--limit", type=int, default=None)
+    s.add_argument("--slewing", action="store_true", help="also the slewing event files")
 
     s = add("process", cmd_process, "process one manifest entry (container / array-job mode)")
     s.add_argument("--manifest", required=True)

@@ -9,7 +9,8 @@ numpy's histogramdd edge rules (right-closed last bin, everything else half-open
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -38,6 +39,13 @@ class WindowTable:
 
     def __len__(self) -> int:
         return len(self.window_start)
+
+    @classmethod
+    def concat(cls, tables: Sequence[WindowTable]) -> WindowTable:
+        """The rows of several tables (e.g. an obsid's pointed and slewing files) in one."""
+        if len(tables) == 1:
+            return tables[0]
+        return cls(*(np.concatenate([getattr(t, f.name) for t in tables]) for f in fields(cls)))
 
 
 def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:

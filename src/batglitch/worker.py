@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from batglitch.archive import Archive, Fragment
 from batglitch.catalog import ObsEntry
 from batglitch.config import DetectionConfig
-from batglitch.dpi import glitch_table
+from batglitch.dpi import WindowTable, glitch_table
 from batglitch.errors import BatGlitchError, EventFileError, TransientError
-from batglitch.events import parse_events
+from batglitch.events import EventList, parse_events
 from batglitch.metadata import window_metadata
 from batglitch.remote import Blob, FetchPolicy, fetch
 
@@ -49,21 +52,14 @@ def process_entry(
     *,
     allow_uncalibrated: bool = False,
 ) -> ObsResult:
-    """Fetch the first event-file location that exists and archive its windows.
+    """Fetch the first location of the pointed event file that exists (and of the slewing one,
+    when the plan asked for it) and archive their windows as the obsid's fragment.
 
     Raises EventFileError for a bad file and TransientError when the storage keeps failing;
     an observation whose file is nowhere yet is a result (NOT_ARCHIVED), not an error.
     """
     started = time.perf_counter()
-    blob = None
-    for url in entry.event_urls:
-        try:
-            blob = fetch(url, policy)
-            break
-        except (FileNotFoundError, PermissionError):  # S3 says 403 for a missing key, too
-            continue
-        except TransientError as exc:
-            raise TransientError(f"obsid {entry.obsid}: {exc}") from exc
+    blob = _first_found(entry.event_urls, entry.obsid, policy)
     if blob is None:
         where = ", ".join(entry.event_urls) or "no location known"
         if entry.archived:  # the catalog says it exists: a wrong root or a lost file, not "later"
@@ -73,22 +69,33 @@ def process_entry(
         return ObsResult(
             entry.obsid, NOT_ARCHIVED, seconds=time.perf_counter() - started, error=where
         )
-    utcf = float(entry.triggers[0]["utcf"]) if entry.triggers else None
-    return archive_blob(
-        blob,
+    slewing = _first_found(entry.slew_urls, entry.obsid, policy) if entry.slew_urls else None
+    return archive_blobs(
+        [blob] if slewing is None else [blob, slewing],
         archive,
         config,
         expected_obsid=entry.obsid,
         triggers=entry.triggers,
-        utcf=utcf,
+        utcf=float(entry.triggers[0]["utcf"]) if entry.triggers else None,
         allow_uncalibrated=allow_uncalibrated,
         started=started,
         from_quicklook=not entry.archived,
     )
 
 
-def archive_blob(
-    blob: Blob,
+def _first_found(urls: Sequence[str], obsid: str, policy: FetchPolicy | None) -> Blob | None:
+    for url in urls:
+        try:
+            return fetch(url, policy)
+        except (FileNotFoundError, PermissionError):  # S3 says 403 for a missing key, too
+            continue
+        except TransientError as exc:
+            raise TransientError(f"obsid {obsid}: {exc}") from exc
+    return None
+
+
+def archive_blobs(
+    blobs: Sequence[Blob],
     archive: Archive,
     config: DetectionConfig | None = None,
     *,
@@ -99,45 +106,59 @@ def archive_blob(
     started: float | None = None,
     from_quicklook: bool = False,
 ) -> ObsResult:
-    """Detect glitches in one event file already in memory and write its fragment."""
+    """Detect glitches in event files of one observation already in memory (each file on its
+    own, as the reference does) and write their windows as one fragment."""
     started = time.perf_counter() if started is None else started
     config = config or DetectionConfig()
+    tables, sources, n_events = [], [], 0
+    for blob in blobs:
+        events = _parse(blob, expected_obsid, allow_uncalibrated)
+        expected_obsid = events.obsid or expected_obsid
+        if utcf is None:
+            utcf = float(events.header.get("UTCFINIT", 0.0))
+        tables.append(glitch_table(events, config))
+        sources.append(np.full(len(tables[-1]), blob.url, dtype=object))
+        n_events += len(events)
+    if expected_obsid is None:
+        raise EventFileError(blobs[0].url, "no OBS_ID in the header and none given")
+    table = WindowTable.concat(tables)
+    meta = window_metadata(table, utcf=utcf or 0.0, triggers=triggers)
+    meta["source_file"] = np.concatenate(sources).astype(str)
+    fragment = Fragment(
+        obsid=expected_obsid,
+        table=table,
+        window_meta=meta,
+        source=", ".join(b.url for b in blobs),
+        size=sum(b.size for b in blobs),
+        etag=", ".join(b.etag or "" for b in blobs).strip(", ") or None,
+        config=config,
+    )
+    try:
+        archive.write_fragment(fragment, from_quicklook=from_quicklook)
+    except Exception as exc:  # storage trouble (throttling, a lost connection): worth a retry
+        raise TransientError(f"obsid {expected_obsid}: writing to {archive.url}: {exc!r}") from exc
+    return ObsResult(
+        expected_obsid,
+        DONE if len(table) else NO_GLITCHES,
+        n_windows=len(table),
+        n_events=n_events,
+        bytes_read=fragment.size,
+        seconds=time.perf_counter() - started,
+        source=fragment.source,
+    )
+
+
+def _parse(blob: Blob, expected_obsid: str | None, allow_uncalibrated: bool) -> EventList:
+    """parse_events, with errors that name the planned obsid and a check that the file is its."""
     try:
         events = parse_events(blob.data, blob.url, allow_uncalibrated=allow_uncalibrated)
     except EventFileError as exc:
         if exc.obsid or not expected_obsid:
             raise
         raise EventFileError(exc.source, exc.problem, expected_obsid) from exc
-    obsid = events.obsid or expected_obsid
-    if obsid is None:
-        raise EventFileError(blob.url, "no OBS_ID in the header and none given")
-    if expected_obsid and obsid != expected_obsid:
-        raise EventFileError(blob.url, f"header OBS_ID is {obsid}", expected_obsid)
-    table = glitch_table(events, config)
-    if utcf is None:
-        utcf = float(events.header.get("UTCFINIT", 0.0))
-    fragment = Fragment(
-        obsid=obsid,
-        table=table,
-        window_meta=window_metadata(table, utcf=utcf, triggers=triggers),
-        source=blob.url,
-        size=blob.size,
-        etag=blob.etag,
-        config=config,
-    )
-    try:
-        archive.write_fragment(fragment, from_quicklook=from_quicklook)
-    except Exception as exc:  # storage trouble (throttling, a lost connection): worth a retry
-        raise TransientError(f"obsid {obsid}: writing to {archive.url}: {exc!r}") from exc
-    return ObsResult(
-        obsid,
-        DONE if len(table) else NO_GLITCHES,
-        n_windows=len(table),
-        n_events=len(events),
-        bytes_read=blob.size,
-        seconds=time.perf_counter() - started,
-        source=blob.url,
-    )
+    if expected_obsid and events.obsid and events.obsid != expected_obsid:
+        raise EventFileError(blob.url, f"header OBS_ID is {events.obsid}", expected_obsid)
+    return events
 
 
 def failed(obsid: str, exc: BaseException, started: float) -> ObsResult:
@@ -155,6 +176,6 @@ def ingest_file(url: str, archive: Archive, **kwargs: Any) -> ObsResult:
     """Archive an event file a user already has (obsid from its OBS_ID header); never raises."""
     started = time.perf_counter()
     try:
-        return archive_blob(fetch(url), archive, started=started, **kwargs)
+        return archive_blobs([fetch(url)], archive, started=started, **kwargs)
     except Exception as exc:
         return failed("?", exc, started)
