@@ -20,10 +20,10 @@ import xarray as xr
 import zarr
 from reference import reference_file
 
-from batglitch.archive import FRAGMENTS, MARKERS, Archive, Fragment
+from batglitch.archive import FRAGMENTS, LEASE, LEASE_STALE_S, MARKERS, Archive, Fragment
 from batglitch.config import N_DETX, N_DETY, DetectionConfig
 from batglitch.dpi import WindowTable
-from batglitch.errors import BatGlitchError
+from batglitch.errors import BatGlitchError, TransientError
 from batglitch.metadata import window_metadata
 from batglitch.reader import open_archive, training_set
 from batglitch.synth import UTCF_S, SynthSpec, write_event_file
@@ -386,3 +386,23 @@ def test_a_reader_during_finalize_sees_the_old_view_or_the_new(tmp_path, monkeyp
     assert len(seen) == 2
     for view in seen:
         assert same_rows(view, old) or same_rows(view, new)
+
+
+def test_one_finalize_at_a_time(tmp_path):
+    archive = Archive(str(tmp_path / "a.zarr"))
+    archive.write_fragment(fragment("00000000001", 2, seed=1))
+    with archive.lease(wait_s=5.0):
+        assert archive.fs.exists(archive.path(LEASE))
+        with pytest.raises(TransientError, match="another finalize holds the archive"):
+            archive.finalize(lease_wait_s=0.2)
+    assert not archive.fs.exists(archive.path(LEASE))  # released, also after the refusal
+    assert archive.finalize(lease_wait_s=0.2).n_windows == 2
+
+
+def test_a_stale_lease_of_a_dead_finalize_is_broken(tmp_path):
+    archive = Archive(str(tmp_path / "a.zarr"))
+    archive.write_fragment(fragment("00000000001", 2, seed=1))
+    dead = {"holder": "crashed", "since": time.time() - LEASE_STALE_S - 1}
+    assert archive.create_exclusive(LEASE, dead)
+    assert not archive.create_exclusive(LEASE, dead)  # exclusive: the second create is refused
+    assert archive.finalize(lease_wait_s=0.0).n_windows == 2

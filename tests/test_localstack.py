@@ -94,3 +94,33 @@ def test_script_start_reuses_the_running_localstack(localstack: LocalStack) -> N
     buckets = {b["Name"] for b in localstack.client("s3").list_buckets()["Buckets"]}
     assert marker in buckets
     localstack.client("s3").delete_bucket(Bucket=marker)
+
+
+def test_the_archive_on_s3(localstack: LocalStack, s3_bucket: str, tmp_path) -> None:
+    """The project's own storage path on real S3 semantics: fragments and markers, finalize
+    behind its lease (a conditional PUT here), the view read back with plain xarray."""
+    import xarray as xr
+
+    from batglitch.archive import LEASE, Archive
+    from batglitch.errors import TransientError
+    from batglitch.synth import SynthSpec, write_event_file
+    from batglitch.worker import DONE, ingest_file
+
+    archive = Archive(f"s3://{s3_bucket}/archive.zarr", localstack.storage_options())
+    files = []
+    for i in range(2):
+        files.append(str(tmp_path / f"{i}.evt.gz"))
+        spec = SynthSpec(obsid=f"0001234500{i}", duration=60.0, rate_hz=800.0, n_glitches=2, seed=i)
+        write_event_file(files[-1], spec)
+    results = [ingest_file(f, archive) for f in files]
+    assert [r.status for r in results] == [DONE, DONE]
+    with archive.lease(wait_s=5.0):
+        assert not archive.create_exclusive(LEASE, {"holder": "other", "since": 0})
+        with pytest.raises(TransientError, match="another finalize"):
+            archive.finalize(lease_wait_s=0.1)
+    summary = archive.finalize(lease_wait_s=0.1)
+    assert summary.n_windows == sum(r.n_windows for r in results) > 0
+    ds = xr.open_zarr(archive.url, storage_options=localstack.storage_options())
+    assert sorted(set(ds.obsid.values.tolist())) == ["00012345000", "00012345001"]
+    assert ds.dpi.shape == (summary.n_windows, 286, 173)
+    assert not archive.fs.exists(archive.path(LEASE))

@@ -5,6 +5,7 @@ Layout under the archive URL (local directory or s3://):
     zarr.json, dpi/, dpi_lowres/, obsid/, ...   the flat training view (finalize writes it)
     fragments/<obsid>/<attempt>/                 one worker attempt's rows (a Zarr group)
     complete/<obsid>/<attempt>.json              completion marker, written last, in one PUT
+    finalize.lease.json                          held while a finalize writes the view
     manifests/, runs/                            plans and run reports
 
 Every attempt writes under a fresh attempt id, so no two writers ever touch the same key and a
@@ -16,11 +17,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import os
+import time
 import uuid
 import warnings
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -37,7 +42,10 @@ from batglitch.errors import BatGlitchError, TransientError
 from batglitch.metadata import MET_EPOCH_UNITS
 from batglitch.remote import storage_options_for, write_atomically
 
+logger = logging.getLogger(__name__)
 FRAGMENTS, MARKERS = "fragments", "complete"
+LEASE = "finalize.lease.json"
+LEASE_STALE_S = 3600.0  # far longer than any finalize runs (Lambda stops it at 900 s)
 IMAGE_CHUNK = 32  # windows per chunk of the image arrays: ~3 MB of raw dpi, one read per batch
 TABLE_CHUNK = 65536
 READERS, READ_AHEAD = 32, 64  # finalize: fragment reads in flight / held in memory
@@ -139,6 +147,49 @@ class Archive:
         """Write a JSON object so that readers see all of it or nothing."""
         write_atomically(self.fs, self.path(key), json.dumps(value, indent=1, default=str).encode())
 
+    def create_exclusive(self, key: str, value: Any) -> bool:
+        """Write a JSON object only if nothing is there yet (O_EXCL on disk, a conditional PUT
+        on S3): False when someone else holds the key. The one atomic test-and-set we have."""
+        data = json.dumps(value, default=str).encode()
+        path = self.path(key)
+        try:
+            if self.local:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "xb") as out:
+                    out.write(data)
+            else:
+                bucket, _, name = path.partition("/")
+                self.fs.call_s3("put_object", Bucket=bucket, Key=name, Body=data, IfNoneMatch="*")
+        except FileExistsError:  # s3fs reports a refused precondition as this, too
+            return False
+        return True
+
+    @contextmanager
+    def lease(self, *, wait_s: float = 600.0, poll_s: float = 5.0) -> Iterator[None]:
+        """Hold the archive's finalize lease: two finalizes (a backfill overlapping the daily
+        run) would otherwise write the same root keys. Waits up to ``wait_s`` for a holder to
+        finish; a lease older than LEASE_STALE_S was left by a finalize that died and is broken."""
+        mine = {"holder": new_attempt_id(), "since": time.time()}
+        deadline = time.monotonic() + wait_s
+        while not self.create_exclusive(LEASE, mine):
+            try:
+                held = self.get_json(LEASE)
+            except FileNotFoundError:
+                continue  # released between our attempt and our look: try again at once
+            if time.time() - held["since"] > LEASE_STALE_S:
+                logger.warning("%s: breaking a stale finalize lease %s", self.url, held)
+                self.fs.rm(self.path(LEASE))
+                continue
+            if time.monotonic() > deadline:
+                raise TransientError(
+                    f"{self.url}: another finalize holds the archive (lease {held['holder']})"
+                )
+            time.sleep(poll_s)
+        try:
+            yield
+        finally:
+            self.fs.rm(self.path(LEASE))
+
     def glob(self, pattern: str) -> list[str]:
         """A fresh listing: fsspec caches listings per process, and a warm process (a reused
         Lambda container, a second run) must see what other workers completed since."""
@@ -218,8 +269,15 @@ class Archive:
         return set(self.markers())
 
     # -- finalize ----------------------------------------------------------------------------
-    def finalize(self, *, prune_grace_s: float = 3600.0) -> FinalizeSummary:
-        """Build the root training view from complete fragments only, then consolidate metadata."""
+    def finalize(
+        self, *, prune_grace_s: float = 3600.0, lease_wait_s: float = 600.0
+    ) -> FinalizeSummary:
+        """Build the root training view from complete fragments only, then consolidate metadata;
+        one finalize at a time (see lease)."""
+        with self.lease(wait_s=lease_wait_s):
+            return self._finalize(prune_grace_s)
+
+    def _finalize(self, prune_grace_s: float) -> FinalizeSummary:
         latest = self.markers()
         markers = [latest[k] for k in sorted(latest)]
         configs = {json.dumps(m["config"], sort_keys=True) for m in markers}
