@@ -250,6 +250,8 @@ class ActivityWorker:
                     activityArn=self.activity_arn, workerName=self.name
                 )
             except Exception as exc:  # LocalStack restarting: keep serving, slowly
+                if self._stop.is_set():  # stopped while polling: LocalStack may be gone, fine
+                    return
                 self.log(f"{self.name}: poll failed ({exc}); retrying")
                 self._stop.wait(2.0)
                 continue
