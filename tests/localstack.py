@@ -11,68 +11,21 @@ from __future__ import annotations
 
 import os
 import subprocess
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
+from batglitch_infra.local import LocalAws
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "localstack.sh"
 # A from-scratch start installs LocalStack's venv first (~50 s measured) before it waits for health.
 START_TIMEOUT_S = 600
 
 
-@dataclass(frozen=True)
-class LocalStack:
-    """Where LocalStack answers and how to reach it with each client library."""
-
-    endpoint: str
-    region: str = "us-east-1"
-    access_key: str = "test"
-    secret_key: str = "test"
-
-    def client(self, service: str, **config: Any) -> Any:
-        """A boto3 client; `config` goes to botocore Config (e.g. read_timeout=70 for activities)."""
-        return boto3.client(
-            service,
-            endpoint_url=self.endpoint,
-            region_name=self.region,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            config=Config(**config) if config else None,
-        )
-
-    def storage_options(self) -> dict[str, Any]:
-        """s3fs options, as fsspec / zarr / xarray take them for s3:// URLs."""
-        return {
-            "key": self.access_key,
-            "secret": self.secret_key,
-            "endpoint_url": self.endpoint,
-            "client_kwargs": {"region_name": self.region},
-        }
-
-    def env(self) -> dict[str, str]:
-        """Variables that point botocore (and anything built on it) in a subprocess here."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "AWS_DEFAULT_REGION": self.region,
-            "AWS_REGION": self.region,
-        }
-
-
-def _healthy(endpoint: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{endpoint}/_localstack/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+# The fixture hands out the run-local adapter's own handle on LocalStack (clients, s3fs options,
+# child environment, health check): one description of where LocalStack answers, for both.
+LocalStack = LocalAws
 
 
 def _script(action: str) -> subprocess.CompletedProcess[str]:
@@ -89,7 +42,7 @@ def _script(action: str) -> subprocess.CompletedProcess[str]:
 def localstack() -> Iterator[LocalStack]:
     """The session's LocalStack; stopped at the end only if this session started it."""
     info = LocalStack(endpoint=f"http://127.0.0.1:{os.environ.get('LOCALSTACK_PORT', '4566')}")
-    if _healthy(info.endpoint):
+    if info.healthy():
         yield info
         return
     started = _script("start")

@@ -83,7 +83,7 @@ def world() -> local.World:
 
 @pytest.fixture(scope="module")
 def pipeline(localstack, world, tmp_path_factory):
-    aws = local.LocalAws(localstack.endpoint, localstack.region)
+    aws = localstack  # the fixture's handle is the adapter's LocalAws
     name = f"batglitch-test-{uuid.uuid4().hex[:8]}"
     try:
         with local.local_pipeline(

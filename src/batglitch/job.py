@@ -107,16 +107,15 @@ def _record(archive: Archive, run_id: str | None, result: ObsResult) -> None:
         archive.put_json(f"runs/{run_id}/results/{result.obsid}.json", result.to_dict())
 
 
-def run_results(archive: Archive, run_id: str) -> list[ObsResult]:
+def run_results(archive: Archive, run_id: str, manifest: str) -> list[ObsResult]:
     """Every manifest entry's result; an entry whose worker died without a record counts as failed."""
-    info = archive.get_json(f"runs/{run_id}/plan.json")
     paths = archive.glob(f"runs/{run_id}/results/*.json")
     stored = {}
     for raw in archive.fs.cat(paths).values() if paths else ():
         record = ObsResult(**json.loads(raw))
         stored[record.obsid] = record
     results = []
-    for entry in read_manifest(info["manifest"], archive.storage_options):
+    for entry in read_manifest(manifest, archive.storage_options):
         missing = ObsResult(
             entry.obsid, FAILED, error="no result recorded: the worker died or timed out"
         )
@@ -130,7 +129,7 @@ def finalize_run(store: str, run_id: str, *, workers: int = 0) -> RunReport:
     archive.finalize()
     info = archive.get_json(f"runs/{run_id}/plan.json")
     report = summarize(
-        run_results(archive, run_id),
+        run_results(archive, run_id, info["manifest"]),
         run_id=run_id,
         store=archive.url,
         begin=info["begin"],

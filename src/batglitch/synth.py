@@ -34,6 +34,7 @@ from astropy.io import fits
 from isal import igzip
 
 from batglitch.config import N_DETX, N_DETY, DetectionConfig
+from batglitch.glitches import bin_edges
 
 TICK_S = 1e-4  # BAT event time resolution
 UTCF_S = -25.0  # UTC - MET clock offset of the late 2010s-2020s (UTC = 2001-01-01 + MET + UTCF)
@@ -282,11 +283,6 @@ def _grb_events(
     return peaks, _Batch.join(bursts)
 
 
-def _gti_edges(start: float, stop: float) -> np.ndarray:
-    """The reference 16 ms grid of one GTI, with the reference float arithmetic."""
-    return np.arange(start, stop + BIN_S / 2, BIN_S)
-
-
 def _glitch_bins(
     spec: SynthSpec,
     grids: list[np.ndarray],
@@ -375,7 +371,7 @@ def _glitch_events(
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, _Batch]:
     """Bin starts, sizes and counts of the glitch bursts, given TIME and ENERGY of the rest."""
-    grids = [_gti_edges(start, stop) for start, stop in gti]
+    grids = [bin_edges(start, stop, DetectionConfig()) for start, stop in gti]
     high = [np.histogram(time[energy > HIGH_MIN_KEV], edges)[0] for edges in grids]
     starts, sizes, bursts = [], [], []
     for edges, bins in zip(grids, _glitch_bins(spec, grids, high, grb_peaks, rng), strict=True):
