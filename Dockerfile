@@ -10,7 +10,7 @@
 #   BASE_IMAGE      Python base of both stages (same interpreter in each). Default: the AWS Lambda
 #                   Python base, whose /lambda-entrypoint.sh and bundled runtime client run the
 #                   handlers (with the runtime interface emulator when started outside Lambda).
-#                   Any image with python3 >= 3.11, pip and /bin/sh works too (scripts/base_image.sh
+#                   Any image with python3 >= 3.12, pip and /bin/sh works too (scripts/base_image.sh
 #                   makes a Debian one); without /lambda-entrypoint.sh, RUNTIME_CLIENT is
 #                   installed to run the handlers (the Lambda base's own must not be shadowed).
 #   RUNTIME_CLIENT  requirement for the Lambda runtime interface client on bases without one.

@@ -1,5 +1,6 @@
 # The one entry point. Every target bootstraps what it needs on a fresh machine.
-PY ?= python3
+# Python 3.12+ (Icechunk 2.x needs it; the Lambda image runs 3.12): found or a clear message
+PY ?= $(shell scripts/find_python.sh)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -14,7 +15,8 @@ PYTEST_ARGS ?=
 .PHONY: install lint test run run-local stop-local localstack bench image-test clean
 
 $(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
+	@test -n "$(PY)" || { echo 'no Python 3.12+ found (see scripts/find_python.sh)' >&2; exit 1; }
+	$(PY) -m venv --clear $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,infra]'
 	touch $(STAMP)

@@ -22,9 +22,9 @@ import numpy as np
 from astropy.table import Table
 from isal import igzip
 
-from batglitch.dpi import WindowTable, glitch_table
-from batglitch.events import parse_events
-from batglitch.synth import SynthSpec, write_event_file
+from batglitch.science.dpi import WindowTable, glitch_table
+from batglitch.science.events import parse_events
+from batglitch.standins.synth import SynthSpec, write_event_file
 
 SPEC = SynthSpec(obsid="00099999001", duration=200.0, rate_hz=10_000.0, n_glitches=10, seed=6)
 CACHE = Path(__file__).resolve().parents[1] / "out" / "bench"
@@ -107,8 +107,8 @@ def median_time(action: Callable[[], object], repeats: int = REPEATS) -> float:
 # child started from this big benchmark process would report the parent's peak as its own.
 RSS_CHILD = """
 import json, resource, sys
-from batglitch.dpi import glitch_table
-from batglitch.events import parse_events
+from batglitch.science.dpi import glitch_table
+from batglitch.science.events import parse_events
 
 def peak_bytes():
     try:

@@ -17,10 +17,10 @@ from datetime import datetime
 from pathlib import Path
 
 from batglitch import pool
-from batglitch.catalog import read_manifest
-from batglitch.fakes import FakeSwiftAPI, fake_observations, fill_heasarc
-from batglitch.job import finalize_run, plan_run
-from batglitch.report import RunReport
+from batglitch.pipeline.job import finalize_run, plan_run
+from batglitch.pipeline.report import RunReport
+from batglitch.sources.catalog import read_manifest
+from batglitch.standins import FakeSwiftAPI, fake_observations, fill_heasarc
 
 N_OBSIDS = 50
 BEGIN, END = datetime(2024, 3, 1), datetime(2024, 4, 1)

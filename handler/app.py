@@ -1,6 +1,6 @@
 """The three Lambda functions of the state machine: plan, process (one obsid), finalize.
 
-Each parses its event, calls one core step of batglitch.job and returns small JSON. Exceptions
+Each parses its event, calls one core step of batglitch.pipeline.job and returns small JSON. Exceptions
 keep their class names (TransientError, EventFileError): Step Functions
 retries the first and counts the others against the map's tolerated-failure threshold.
 """
@@ -11,9 +11,9 @@ import logging
 import os
 from typing import Any
 
-from batglitch import job
-from batglitch.archive import Archive
-from batglitch.catalog import ObsEntry
+from batglitch.pipeline import job
+from batglitch.sources.catalog import ObsEntry
+from batglitch.store.archive import Archive
 from handler.logs import configure, log_context
 
 configure()

@@ -6,20 +6,20 @@
 # Cached: does nothing when the image exists (FORCE=1 rebuilds).
 #
 # Usage: scripts/base_image.sh [IMAGE]     default IMAGE: localhost/batglitch-base:<host codename>
-# Env:   SUITE (default: host codename), MIRROR (default: from the host's apt sources), FORCE=1
+# Env:   SUITE (default: trixie, whose Python 3.13 the project needs; the host is bookworm), MIRROR (default: from the host's apt sources), FORCE=1
 set -euo pipefail
 
 # shellcheck source=/dev/null
 . /etc/os-release
-SUITE=${SUITE:-$VERSION_CODENAME}
+SUITE=${SUITE:-trixie}
 IMAGE=${1:-localhost/batglitch-base:$SUITE}
 
 # The first apt source that serves $SUITE, from deb822 (*.sources) or one-line (*.list) files.
 host_mirror() {
-    local f
+    local f suite=${1:-$SUITE}
     for f in /etc/apt/sources.list.d/*.sources; do
         [[ -f $f ]] || continue
-        awk -v suite="$SUITE" 'BEGIN { RS = "" }
+        awk -v suite="$suite" 'BEGIN { RS = "" }
             {
                 uri = ""; hit = 0; key = ""
                 for (i = 1; i <= NF; i++) {
@@ -32,7 +32,7 @@ host_mirror() {
     done
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
         [[ -f $f ]] || continue
-        awk -v suite="$SUITE" '$1 == "deb" { sub(/ \[[^]]*\]/, ""); if ($3 == suite) { print $2; exit } }' "$f"
+        awk -v suite="$suite" '$1 == "deb" { sub(/ \[[^]]*\]/, ""); if ($3 == suite) { print $2; exit } }' "$f"
     done
 }
 
@@ -41,7 +41,8 @@ if [[ -z ${FORCE:-} ]] && podman image exists "$IMAGE"; then
     exit 0
 fi
 
-MIRROR=${MIRROR:-$(host_mirror | head -n 1)}
+# The host's own mirror serves newer suites too (DESIGN.md: trixie from the same mirror).
+MIRROR=${MIRROR:-$( (host_mirror; host_mirror "$VERSION_CODENAME") | head -n 1)}
 if [[ -z $MIRROR ]]; then
     echo "no apt source for suite '$SUITE' on this host; set MIRROR" >&2
     exit 1

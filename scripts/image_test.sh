@@ -4,7 +4,7 @@
 # These machines have no Docker engine and reach no container registry, so this uses Debian's
 # podman/buildah (installed when missing), a debootstrapped base image (scripts/base_image.sh,
 # cached), chroot-isolated builds and runc runs with host networking. Handler mode runs the
-# image's awslambdaric against the local Runtime API (batglitch.lambda_runtime) on the host.
+# image's awslambdaric against the local Runtime API (batglitch.standins.lambda_runtime) on the host.
 #
 # Usage: scripts/image_test.sh [all|build|smoke|e2e|lock]
 #   all    (default) build, smoke, e2e
@@ -94,7 +94,7 @@ invoke() {
     local handler=$1 event=$2
     shift 2
     # --init: the runtime is then not PID 1, so the SIGTERM that ends it is not ignored.
-    "$PY" -m batglitch.lambda_runtime --timeout 300 --event "$event" -- \
+    "$PY" -m batglitch.standins.lambda_runtime --timeout 300 --event "$event" -- \
         "${RUN[@]}" --init -e AWS_LAMBDA_RUNTIME_API "$@" "$IMAGE" "$handler"
 }
 
@@ -164,10 +164,10 @@ import sys
 
 import boto3
 
-from batglitch.archive import Archive
-from batglitch.catalog import ObsEntry, write_manifest
-from batglitch.job import process_item
-from batglitch.synth import SynthSpec, event_file_bytes
+from batglitch.store.archive import Archive
+from batglitch.sources.catalog import ObsEntry, write_manifest
+from batglitch.pipeline.job import process_item
+from batglitch.standins.synth import SynthSpec, event_file_bytes
 
 bucket, run = sys.argv[1:]
 s3 = boto3.client("s3")

@@ -14,9 +14,9 @@ import numpy as np
 from astropy.io import fits
 from isal import igzip
 
-from batglitch import synth
-from batglitch.config import N_DETX, N_DETY
-from batglitch.events import EventList
+from batglitch.science.config import N_DETX, N_DETY
+from batglitch.science.events import EventList
+from batglitch.standins import synth
 
 OBSID = "00031337001"
 BIN_S = 0.016  # the reference's bin and pad, written as it writes them

@@ -20,14 +20,14 @@ import xarray as xr
 import zarr
 from reference import reference_file
 
-from batglitch.archive import FRAGMENTS, LEASE, LEASE_STALE_S, MARKERS, Archive, Fragment
-from batglitch.config import N_DETX, N_DETY, DetectionConfig
-from batglitch.dpi import WindowTable
 from batglitch.errors import BatGlitchError, TransientError
-from batglitch.metadata import window_metadata
-from batglitch.reader import open_archive, training_set
-from batglitch.synth import UTCF_S, SynthSpec, write_event_file
-from batglitch.worker import DONE, NO_GLITCHES, ingest_file
+from batglitch.pipeline.worker import DONE, NO_GLITCHES, ingest_file
+from batglitch.science.config import N_DETX, N_DETY, DetectionConfig
+from batglitch.science.dpi import WindowTable
+from batglitch.science.metadata import window_metadata
+from batglitch.standins.synth import UTCF_S, SynthSpec, write_event_file
+from batglitch.store.archive import FRAGMENTS, LEASE, LEASE_STALE_S, MARKERS, Archive, Fragment
+from batglitch.store.reader import open_archive, training_set
 
 MET_EPOCH = datetime(2001, 1, 1)
 # Written out of obsid order on purpose: the view must come out sorted anyway.
@@ -257,7 +257,7 @@ STALLING_WRITER = textwrap.dedent(
     import pickle, sys, time
     from pathlib import Path
     import zarr.storage
-    from batglitch.archive import Archive
+    from batglitch.store.archive import Archive
 
     store, fragment_file, flag = sys.argv[1:4]
     real_set = zarr.storage.LocalStore.set

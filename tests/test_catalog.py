@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from batglitch.catalog import (
+from batglitch.errors import TransientError
+from batglitch.sources.catalog import (
     DEFAULT_ARCHIVE_ROOTS,
     HEASARC_HTTPS,
     ObsEntry,
@@ -17,9 +18,8 @@ from batglitch.catalog import (
     read_manifest,
     write_manifest,
 )
-from batglitch.errors import TransientError
-from batglitch.fakes import FakeDump, FakeObservation, FakeSwiftAPI, Fault, fake_observations
-from batglitch.fakes.swift_api import swift_time
+from batglitch.standins import FakeDump, FakeObservation, FakeSwiftAPI, Fault, fake_observations
+from batglitch.standins.swift_api import swift_time
 
 BEGIN, END = datetime(2024, 3, 1), datetime(2024, 3, 21)
 ROOTS = ("s3://nasa-heasarc", "/data/heasarc")

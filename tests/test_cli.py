@@ -14,10 +14,10 @@ import pytest
 import xarray as xr
 from matplotlib.image import imread
 
-from batglitch.archive import Archive
 from batglitch.cli import main
-from batglitch.fakes import FakeSwiftAPI, fake_observations, fill_heasarc
-from batglitch.reader import open_archive
+from batglitch.standins import FakeSwiftAPI, fake_observations, fill_heasarc
+from batglitch.store.archive import Archive
+from batglitch.store.reader import open_archive
 
 OBSIDS = ("00042000001", "00042000002", "00042000003")
 PROVENANCE = ["fragment_attempt", "fragment_completed_at"]  # differ between any two runs

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from batglitch.config import DetectionConfig
+from batglitch.science.config import DetectionConfig
 
 
 def test_defaults_are_the_reference_values():

@@ -25,12 +25,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from reference import reference_file, reference_rows
 
-from batglitch.config import N_DETX, N_DETY, DetectionConfig, edges_array
-from batglitch.dpi import WindowTable, bin_index, glitch_table, window_images
 from batglitch.errors import EventFileError
-from batglitch.events import parse_events
-from batglitch.glitches import Windows, time_sorted
-from batglitch.synth import SynthSpec, write_event_file
+from batglitch.science.config import N_DETX, N_DETY, DetectionConfig, edges_array
+from batglitch.science.dpi import WindowTable, bin_index, glitch_table, window_images
+from batglitch.science.events import parse_events
+from batglitch.science.glitches import Windows, time_sorted
+from batglitch.standins.synth import SynthSpec, write_event_file
 
 T0 = 7.0e8 + 0.0037  # MET scale, and a start off the millisecond grid so arange rounds
 

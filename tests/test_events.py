@@ -13,9 +13,9 @@ from eventfiles import OBSID, Events, event_hdus, file_bytes, write_file
 from isal import igzip
 
 from batglitch.errors import EventFileError
-from batglitch.events import EventList, parse_events
-from batglitch.remote import fetch
-from batglitch.synth import SynthSpec, event_file_bytes
+from batglitch.science.events import EventList, parse_events
+from batglitch.sources.fetch import fetch
+from batglitch.standins.synth import SynthSpec, event_file_bytes
 
 SOURCE = "s3://bucket/sw00031337001bevshpo_uf.evt.gz"
 

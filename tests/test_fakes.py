@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from batglitch.catalog import HEASARC_HTTPS, MET_EPOCH, swift_client
-from batglitch.fakes import (
+from batglitch.sources.catalog import HEASARC_HTTPS, MET_EPOCH, swift_client
+from batglitch.standins import (
     FakeDump,
     FakeObservation,
     FakeSwiftAPI,
@@ -23,7 +23,7 @@ from batglitch.fakes import (
     fill_heasarc,
     utcf_at,
 )
-from batglitch.fakes.swift_api import swift_time
+from batglitch.standins.swift_api import swift_time
 
 BEGIN, END = datetime(2024, 5, 1), datetime(2024, 5, 11)
 # Short, sparse event files with one glitch: enough to prove layout and content, quick to make.

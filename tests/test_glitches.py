@@ -13,10 +13,16 @@ from eventfiles import BIN_S, PAD_S, Events, binned_events, reference_edges
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batglitch.config import DetectionConfig
-from batglitch.events import parse_events
-from batglitch.glitches import binned_counts, find_windows, light_curves, time_sorted, zscores
-from batglitch.synth import SynthSpec, event_file_bytes
+from batglitch.science.config import DetectionConfig
+from batglitch.science.events import parse_events
+from batglitch.science.glitches import (
+    binned_counts,
+    find_windows,
+    light_curves,
+    time_sorted,
+    zscores,
+)
+from batglitch.standins.synth import SynthSpec, event_file_bytes
 
 T0 = 7.1e8 + 0.00123
 

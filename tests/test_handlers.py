@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from batglitch.catalog import read_manifest
 from batglitch.errors import EventFileError
-from batglitch.fakes import FakeSwiftAPI, fake_observations, fill_heasarc
-from batglitch.lambda_runtime import awslambdaric_command, serve_runtime
+from batglitch.sources.catalog import read_manifest
+from batglitch.standins import FakeSwiftAPI, fake_observations, fill_heasarc
+from batglitch.standins.lambda_runtime import awslambdaric_command, serve_runtime
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = datetime(2024, 3, 1), datetime(2024, 3, 6)

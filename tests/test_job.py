@@ -8,13 +8,13 @@ from datetime import datetime
 
 import pytest
 
-from batglitch.archive import Archive
-from batglitch.catalog import read_manifest
 from batglitch.errors import EventFileError
-from batglitch.fakes import FakeSwiftAPI, fake_observations, fill_heasarc
-from batglitch.job import finalize_run, plan_run, process_item, rolling_range, run_results
-from batglitch.reader import open_archive
-from batglitch.worker import DONE, FAILED, NOT_ARCHIVED
+from batglitch.pipeline.job import finalize_run, plan_run, process_item, rolling_range, run_results
+from batglitch.pipeline.worker import DONE, FAILED, NOT_ARCHIVED
+from batglitch.sources.catalog import read_manifest
+from batglitch.standins import FakeSwiftAPI, fake_observations, fill_heasarc
+from batglitch.store.archive import Archive
+from batglitch.store.reader import open_archive
 
 BEGIN, END = "2024-03-01", "2024-03-08"
 

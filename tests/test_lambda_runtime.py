@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from batglitch.lambda_runtime import (
+from batglitch.standins.lambda_runtime import (
     LOCAL_FUNCTION_ARN,
     LocalRuntimeAPI,
     awslambdaric_command,

@@ -101,10 +101,10 @@ def test_the_archive_on_s3(localstack: LocalStack, s3_bucket: str, tmp_path) -> 
     behind its lease (a conditional PUT here), the view read back with plain xarray."""
     import xarray as xr
 
-    from batglitch.archive import LEASE, Archive
     from batglitch.errors import TransientError
-    from batglitch.synth import SynthSpec, write_event_file
-    from batglitch.worker import DONE, ingest_file
+    from batglitch.pipeline.worker import DONE, ingest_file
+    from batglitch.standins.synth import SynthSpec, write_event_file
+    from batglitch.store.archive import LEASE, Archive
 
     archive = Archive(f"s3://{s3_bucket}/archive.zarr", localstack.storage_options())
     files = []

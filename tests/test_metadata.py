@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from batglitch.config import N_DETX, N_DETY
-from batglitch.dpi import WindowTable
-from batglitch.metadata import window_metadata
+from batglitch.science.config import N_DETX, N_DETY
+from batglitch.science.dpi import WindowTable
+from batglitch.science.metadata import window_metadata
 
 
 def table(starts: list[float]) -> WindowTable:

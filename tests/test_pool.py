@@ -17,12 +17,12 @@ import pytest
 import xarray as xr
 
 from batglitch import pool
-from batglitch.archive import FRAGMENTS, MARKERS, Archive
-from batglitch.catalog import plan
-from batglitch.fakes import FakeSwiftAPI, Fault, fake_observations, fill_heasarc
-from batglitch.fakes.swift_api import FakeObservation
-from batglitch.reader import open_archive
-from batglitch.report import RunReport
+from batglitch.pipeline.report import RunReport
+from batglitch.sources.catalog import plan
+from batglitch.standins import FakeSwiftAPI, Fault, fake_observations, fill_heasarc
+from batglitch.standins.swift_api import FakeObservation
+from batglitch.store.archive import FRAGMENTS, MARKERS, Archive
+from batglitch.store.reader import open_archive
 
 BEGIN, END = datetime(2024, 3, 1), datetime(2024, 4, 1)
 PROVENANCE = {"fragment_attempt", "fragment_completed_at"}  # differ between any two runs

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from batglitch.errors import TransientError
-from batglitch.remote import FetchPolicy, _timed, fetch, storage_options_for, with_retries
+from batglitch.sources.fetch import FetchPolicy, _timed, fetch, storage_options_for, with_retries
 
 
 def test_retries_with_backoff_then_succeeds():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from batglitch.report import summarize
-from batglitch.worker import DONE, FAILED, NO_GLITCHES, NOT_ARCHIVED, ObsResult
+from batglitch.pipeline.report import summarize
+from batglitch.pipeline.worker import DONE, FAILED, NO_GLITCHES, NOT_ARCHIVED, ObsResult
 
 
 def results() -> list[ObsResult]:

@@ -19,9 +19,9 @@ from batglitch_infra import local
 from batglitch_infra.settings import Settings
 
 from batglitch import pool
-from batglitch.archive import Archive
-from batglitch.catalog import read_manifest
-from batglitch.fakes import FakeObservation, FakeSwiftAPI, fake_observations, fill_heasarc
+from batglitch.sources.catalog import read_manifest
+from batglitch.standins import FakeObservation, FakeSwiftAPI, fake_observations, fill_heasarc
+from batglitch.store.archive import Archive
 
 BEGIN, END = datetime(2024, 3, 1), datetime(2024, 3, 19)
 FIRST = ("2024-03-01", "2024-03-11")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from batglitch.config import N_DETX, N_DETY
-from batglitch.synth import (
+from batglitch.science.config import N_DETX, N_DETY
+from batglitch.standins.synth import (
     HOT_SPOTS,
     N_DETECTORS,
     SynthSpec,

@@ -9,15 +9,9 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from batglitch.archive import Archive
-from batglitch.catalog import ObsEntry, plan
 from batglitch.errors import EventFileError, TransientError
-from batglitch.fakes import FakeSwiftAPI, Fault, fake_observations, fill_heasarc
-from batglitch.job import process_item
-from batglitch.reader import open_archive
-from batglitch.remote import FetchPolicy
-from batglitch.synth import SynthSpec, write_event_file
-from batglitch.worker import (
+from batglitch.pipeline.job import process_item
+from batglitch.pipeline.worker import (
     DONE,
     FAILED,
     NOT_ARCHIVED,
@@ -26,6 +20,12 @@ from batglitch.worker import (
     ingest_file,
     process_entry,
 )
+from batglitch.sources.catalog import ObsEntry, plan
+from batglitch.sources.fetch import FetchPolicy
+from batglitch.standins import FakeSwiftAPI, Fault, fake_observations, fill_heasarc
+from batglitch.standins.synth import SynthSpec, write_event_file
+from batglitch.store.archive import Archive
+from batglitch.store.reader import open_archive
 
 BEGIN, END = datetime(2024, 3, 1), datetime(2024, 3, 8)
 FAST = FetchPolicy(timeout_s=10.0, attempts=2, backoff_s=0.01)

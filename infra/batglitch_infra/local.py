@@ -4,7 +4,7 @@ An adapter like the CDK stack, and built like it: the archive bucket, the state 
 same definition (infra/statemachine.asl.json, rendered with the same substitutions) and the daily
 schedule with the same input. LocalStack cannot run Lambda functions here (no container engine),
 so the three Task resources are Step Functions *activities*, served by the very handler code under
-the real awslambdaric client (batglitch.lambda_runtime): a poller thread per runtime claims an
+the real awslambdaric client (batglitch.standins.lambda_runtime): a poller thread per runtime claims an
 activity task, invokes the runtime with the task input and reports its answer or its error type,
 which the definition's Retry rules match as they match a Lambda error. The execution drives the
 run; nothing here decides what to process.
@@ -40,9 +40,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from batglitch.fakes import FakeObservation, FakeSwiftAPI, demo_observations, fill_demo_heasarc
-from batglitch.lambda_runtime import LocalRuntimeAPI, awslambdaric_command, serve_runtime
-from batglitch.report import RunReport
+from batglitch.pipeline.report import RunReport
+from batglitch.standins import FakeObservation, FakeSwiftAPI, demo_observations, fill_demo_heasarc
+from batglitch.standins.lambda_runtime import LocalRuntimeAPI, awslambdaric_command, serve_runtime
 from batglitch_infra.asl import render, substitutions
 from batglitch_infra.settings import Settings
 
@@ -112,7 +112,7 @@ class World:
 
 
 def demo_world(begin: str, end: str, n: int = 36, seed: int = 1) -> World:
-    """The world of `make run` (batglitch.fakes.demo), so both targets build the same archive."""
+    """The world of `make run` (batglitch.standins.demo), so both targets build the same archive."""
     observations = tuple(demo_observations(begin, end, n, seed))
     return World(
         observations,

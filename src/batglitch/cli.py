@@ -24,8 +24,8 @@ def _files(inputs: Sequence[str]) -> list[str]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from batglitch.archive import Archive
-    from batglitch.worker import FAILED, ingest_file
+    from batglitch.pipeline.worker import FAILED, ingest_file
+    from batglitch.store.archive import Archive
 
     archive = Archive(args.store)
     files = _files(args.inputs)
@@ -38,7 +38,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from batglitch.synth import SynthSpec, write_event_file
+    from batglitch.standins.synth import SynthSpec, write_event_file
 
     spec = SynthSpec(
         obsid=args.obsid,
@@ -57,7 +57,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Start a run by hand (e.g. for array jobs): manifest and run record in the store."""
-    from batglitch.job import plan_run
+    from batglitch.pipeline.job import plan_run
 
     run = plan_run(
         args.begin, args.end, args.store, force=args.force, limit=args.limit,
@@ -75,10 +75,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_process(args: argparse.Namespace) -> int:
     """One manifest item, e.g. as an array job: the index defaults to AWS_BATCH_JOB_ARRAY_INDEX."""
-    from batglitch.archive import Archive
-    from batglitch.catalog import read_manifest
-    from batglitch.job import process_item
-    from batglitch.worker import FAILED
+    from batglitch.pipeline.job import process_item
+    from batglitch.pipeline.worker import FAILED
+    from batglitch.sources.catalog import read_manifest
+    from batglitch.store.archive import Archive
 
     index = (
         args.index
@@ -95,10 +95,10 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
-    from batglitch.archive import Archive
+    from batglitch.store.archive import Archive
 
     if args.run_id:
-        from batglitch.job import finalize_run
+        from batglitch.pipeline.job import finalize_run
 
         print(finalize_run(args.store, args.run_id).table())
         return 0
@@ -112,7 +112,7 @@ def _report_run(report, store: str, preview: str | None) -> int:
     print(f"archive: {store}   (xarray.open_zarr({store!r}))")
     if preview:
         from batglitch.preview import write_preview
-        from batglitch.reader import open_archive
+        from batglitch.store.reader import open_archive
 
         write_preview(open_archive(store), preview)
         print(f"preview: {preview}")
@@ -132,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole job offline: a fake Swift API and a fake HEASARC tree of synthetic event files."""
     from batglitch import pool
-    from batglitch.fakes import FakeSwiftAPI, demo_observations, fill_demo_heasarc
+    from batglitch.standins import FakeSwiftAPI, demo_observations, fill_demo_heasarc
 
     if "://" in args.store:
         print(
@@ -156,7 +156,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     from batglitch.preview import write_preview
-    from batglitch.reader import open_archive
+    from batglitch.store.reader import open_archive
 
     shown = write_preview(open_archive(args.store), args.out, n=args.n)
     print(f"{args.out}: {shown} windows")
@@ -166,7 +166,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from batglitch.reader import open_archive, training_set
+    from batglitch.store.reader import open_archive, training_set
 
     data = training_set(open_archive(args.store), args.resolution)
     np.savez_compressed(

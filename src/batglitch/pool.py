@@ -14,11 +14,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from batglitch.archive import Archive
-from batglitch.catalog import ObsEntry, read_manifest
-from batglitch.job import finalize_run, plan_run, process_item
-from batglitch.report import RunReport
-from batglitch.worker import FAILED, ObsResult, failed
+from batglitch.pipeline.job import finalize_run, plan_run, process_item
+from batglitch.pipeline.report import RunReport
+from batglitch.pipeline.worker import FAILED, ObsResult, failed
+from batglitch.sources.catalog import ObsEntry, read_manifest
+from batglitch.store.archive import Archive
 
 DIED = "the worker process died (killed, or out of memory) while processing this obsid"
 

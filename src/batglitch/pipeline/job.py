@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from batglitch.archive import Archive, new_attempt_id, utc_now
-from batglitch.catalog import ObsEntry, plan, read_manifest, write_manifest
-from batglitch.report import RunReport, summarize
-from batglitch.worker import FAILED, ObsResult, failed, process_entry
+from batglitch.pipeline.report import RunReport, summarize
+from batglitch.pipeline.worker import FAILED, ObsResult, failed, process_entry
+from batglitch.sources.catalog import ObsEntry, plan, read_manifest, write_manifest
+from batglitch.store.archive import Archive, new_attempt_id, utc_now
 
 logger = logging.getLogger(__name__)
 

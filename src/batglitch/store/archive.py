@@ -36,11 +36,11 @@ import zarr
 import zarr.storage
 
 from batglitch import __version__
-from batglitch.config import N_DETX, N_DETY, DetectionConfig
-from batglitch.dpi import WindowTable
 from batglitch.errors import BatGlitchError, TransientError
-from batglitch.metadata import MET_EPOCH_UNITS
-from batglitch.remote import storage_options_for, write_atomically
+from batglitch.science.config import N_DETX, N_DETY, DetectionConfig
+from batglitch.science.dpi import WindowTable
+from batglitch.science.metadata import MET_EPOCH_UNITS
+from batglitch.sources.fetch import storage_options_for, write_atomically
 
 logger = logging.getLogger(__name__)
 FRAGMENTS, MARKERS = "fragments", "complete"

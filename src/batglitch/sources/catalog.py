@@ -22,12 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import fsspec
 
 from batglitch.errors import BatGlitchError, TransientError
-from batglitch.remote import FetchPolicy, with_retries, write_atomically
+from batglitch.sources.fetch import FetchPolicy, with_retries, write_atomically
 
 HEASARC_HTTPS = "https://heasarc.gsfc.nasa.gov/FTP/"
 DEFAULT_ARCHIVE_ROOTS = ("s3://nasa-heasarc", "https://heasarc.gsfc.nasa.gov/FTP")
@@ -43,7 +43,6 @@ _MONTH = re.compile(r"^swift/data/obs/(\d{4}_\d{2})/")
 _client_lock = threading.RLock()  # re-entrant: plan() inside a swift_client() block
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Progress = Callable[[str, int, int], None]
 
 
@@ -202,7 +201,7 @@ class _Refused(Exception):
     """A Swift API answer whose status is not "Accepted" (swifttools reports, never raises)."""
 
 
-def _accepted(call: Callable[[], T], what: str) -> T:
+def _accepted[T](call: Callable[[], T], what: str) -> T:
     answer = call()
     status = answer.status  # type: ignore[attr-defined]
     if status.status == "Accepted" and not status.errors:
@@ -212,7 +211,7 @@ def _accepted(call: Callable[[], T], what: str) -> T:
     raise _Refused(problems)
 
 
-def _retrying(call: Callable[[], T], what: str, *, retries: int, backoff_s: float) -> T:
+def _retrying[T](call: Callable[[], T], what: str, *, retries: int, backoff_s: float) -> T:
     """swifttools never raises on failure: timeouts, 5xx and bad JSON land in status.errors."""
     policy = FetchPolicy(attempts=retries + 1, backoff_s=backoff_s)
     return with_retries(lambda: _accepted(call, what), what, policy)

@@ -9,7 +9,7 @@ events from `LocalRuntimeAPI.invoke`, and hands back what the runtime answered:
         ok, result = api.invoke({"begin": "2024-03-01"}, timeout_s=60)
 
 The runtime may be any process that honours AWS_LAMBDA_RUNTIME_API, e.g. a container run with
-host networking. `python -m batglitch.lambda_runtime --event JSON -- CMD...` does the same from a
+host networking. `python -m batglitch.standins.lambda_runtime --event JSON -- CMD...` does the same from a
 shell and prints one JSON line per event.
 """
 
@@ -32,7 +32,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from batglitch.localhttp import LocalHTTPServer
+from batglitch.standins.localhttp import LocalHTTPServer
 
 RUNTIME_API_ENV = "AWS_LAMBDA_RUNTIME_API"
 LOCAL_FUNCTION_ARN = "arn:aws:lambda:us-east-1:000000000000:function:batglitch-local"
@@ -340,7 +340,7 @@ def serve_runtime(
 def main(argv: Sequence[str] | None = None) -> int:
     """Invoke events against a runtime command; one JSON line per event on stdout."""
     parser = argparse.ArgumentParser(
-        prog="python -m batglitch.lambda_runtime",
+        prog="python -m batglitch.standins.lambda_runtime",
         description="Run a Lambda runtime command against a local Runtime API and invoke events. "
         "The command gets AWS_LAMBDA_RUNTIME_API in its environment; its output goes to stderr.",
     )

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from batglitch.archive import archive_storage_options
+from batglitch.store.archive import archive_storage_options
 
 
 def open_archive(url: str, storage_options: dict[str, Any] | None = None) -> xr.Dataset:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from batglitch.dpi import WindowTable
+from batglitch.science.dpi import WindowTable
 
 # MET counts seconds from 2001-01-01 (TT); UTC = that epoch + MET + UTCF (DESIGN.md)
 MET_EPOCH_UNITS = "seconds since 2001-01-01 00:00:00"

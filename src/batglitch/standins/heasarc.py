@@ -14,8 +14,8 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from batglitch.fakes.swift_api import FakeObservation
-from batglitch.synth import SynthSpec, SynthTruth, event_file_bytes
+from batglitch.standins.swift_api import FakeObservation
+from batglitch.standins.synth import SynthSpec, SynthTruth, event_file_bytes
 
 
 def fill_heasarc(
@@ -31,7 +31,7 @@ def fill_heasarc(
     """Write the archived observations' BAT files under root_url (a directory or s3://bucket).
 
     Each event file starts at its observation's first dump and lasts `duration` seconds (default:
-    that dump's duration). spec_overrides go to batglitch.synth.SynthSpec (n_glitches, ...).
+    that dump's duration). spec_overrides go to batglitch.standins.synth.SynthSpec (n_glitches, ...).
     Returns the SynthTruth of every intact pointed event file, by obsid.
     """
     fs, root = fsspec.url_to_fs(root_url, **(storage_options or {}))

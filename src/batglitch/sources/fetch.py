@@ -14,14 +14,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from batglitch.errors import TransientError
 
-T = TypeVar("T")
 PUBLIC_BUCKETS = ("nasa-heasarc",)
 
 
@@ -55,7 +54,7 @@ def storage_options_for(url: str, overrides: dict[str, Any] | None = None) -> di
     return {**options, **(overrides or {})}
 
 
-def with_retries(action: Callable[[], T], what: str, policy: FetchPolicy) -> T:
+def with_retries[T](action: Callable[[], T], what: str, policy: FetchPolicy) -> T:
     """Run ``action`` up to ``policy.attempts`` times; give up with TransientError naming ``what``."""
     delay = policy.backoff_s
     for attempt in range(1, policy.attempts + 1):
@@ -86,7 +85,7 @@ def fetch(url: str, policy: FetchPolicy | None = None) -> Blob:
     return with_retries(lambda: _timed(read, policy.timeout_s, url), f"reading {url}", policy)
 
 
-def _timed(action: Callable[[], T], timeout_s: float, url: str) -> T:
+def _timed[T](action: Callable[[], T], timeout_s: float, url: str) -> T:
     """Enforce a wall-clock limit on one attempt, whatever the filesystem's own timeouts are."""
     pool = ThreadPoolExecutor(max_workers=1)
     future = pool.submit(action)

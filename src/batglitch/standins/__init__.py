@@ -1,8 +1,8 @@
 """Local stand-ins for the external systems (Swift API, HEASARC archive) for tests and offline runs."""
 
-from batglitch.fakes.demo import demo_observations, fill_demo_heasarc
-from batglitch.fakes.heasarc import fill_heasarc
-from batglitch.fakes.swift_api import (
+from batglitch.standins.demo import demo_observations, fill_demo_heasarc
+from batglitch.standins.heasarc import fill_heasarc
+from batglitch.standins.swift_api import (
     FakeDump,
     FakeObservation,
     FakeSwiftAPI,

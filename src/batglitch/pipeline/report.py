@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from batglitch.worker import DONE, FAILED, NO_GLITCHES, NOT_ARCHIVED, ObsResult
+from batglitch.pipeline.worker import DONE, FAILED, NO_GLITCHES, NOT_ARCHIVED, ObsResult
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from batglitch.fakes.heasarc import fill_heasarc
-from batglitch.fakes.swift_api import FakeObservation, fake_observations
+from batglitch.standins.heasarc import fill_heasarc
+from batglitch.standins.swift_api import FakeObservation, fake_observations
 
 
 def demo_observations(begin: str, end: str, n: int = 36, seed: int = 1) -> list[FakeObservation]:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from batglitch.config import DetectionConfig
-from batglitch.events import EventList
+from batglitch.science.config import DetectionConfig
+from batglitch.science.events import EventList
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from batglitch.config import N_DETX, N_DETY, DetectionConfig, edges_array
 from batglitch.errors import EventFileError
-from batglitch.events import EventList
-from batglitch.glitches import Windows, find_windows, light_curves, time_sorted
+from batglitch.science.config import N_DETX, N_DETY, DetectionConfig, edges_array
+from batglitch.science.events import EventList
+from batglitch.science.glitches import Windows, find_windows, light_curves, time_sorted
 
 DPI_DTYPE = np.uint16
 PLANE = N_DETX * N_DETY

@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from batglitch.archive import Archive, Fragment
-from batglitch.catalog import ObsEntry
-from batglitch.config import DetectionConfig
-from batglitch.dpi import WindowTable, glitch_table
 from batglitch.errors import BatGlitchError, EventFileError, TransientError
-from batglitch.events import EventList, parse_events
-from batglitch.metadata import window_metadata
-from batglitch.remote import Blob, FetchPolicy, fetch
+from batglitch.science.config import DetectionConfig
+from batglitch.science.dpi import WindowTable, glitch_table
+from batglitch.science.events import EventList, parse_events
+from batglitch.science.metadata import window_metadata
+from batglitch.sources.catalog import ObsEntry
+from batglitch.sources.fetch import Blob, FetchPolicy, fetch
+from batglitch.store.archive import Archive, Fragment
 
 DONE, NO_GLITCHES, NOT_ARCHIVED, FAILED = "done", "no_glitches", "not_archived", "failed"
 

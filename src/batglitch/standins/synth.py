@@ -33,8 +33,8 @@ import numpy as np
 from astropy.io import fits
 from isal import igzip
 
-from batglitch.config import N_DETX, N_DETY, DetectionConfig
-from batglitch.glitches import bin_edges
+from batglitch.science.config import N_DETX, N_DETY, DetectionConfig
+from batglitch.science.glitches import bin_edges
 
 TICK_S = 1e-4  # BAT event time resolution
 UTCF_S = -25.0  # UTC - MET clock offset of the late 2010s-2020s (UTC = 2001-01-01 + MET + UTCF)
@@ -512,7 +512,7 @@ def _common_header(spec: SynthSpec, gti: np.ndarray) -> list[tuple[str, object, 
         ("CLOCKAPP", False, "Clock correction applied"),
         ("UTCFINIT", UTCF_S, "UTCF at TSTART (s)"),
         ("ORIGIN", "batglitch", "Synthetic data, not an observation"),
-        ("CREATOR", "batglitch.synth", "Program that made this file"),
+        ("CREATOR", "batglitch.standins.synth", "Program that made this file"),
     ]
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from isal import igzip
 
-from batglitch.config import N_DETX, N_DETY
 from batglitch.errors import EventFileError
+from batglitch.science.config import N_DETX, N_DETY
 
 BLOCK = 2880
 CARD = 80

@@ -21,8 +21,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from batglitch.catalog import HEASARC_HTTPS, MET_EPOCH
-from batglitch.localhttp import LocalHTTPServer
+from batglitch.sources.catalog import HEASARC_HTTPS, MET_EPOCH
+from batglitch.standins.localhttp import LocalHTTPServer
 
 TRIGGER_TYPES = ("GBM", "IceCube", "LVK", "FRB", "SVOM", "EP")
 # The real service refuses longer request lines; swifttools then skips its clock correction.
