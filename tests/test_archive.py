@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import fields
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from batglitch.science.config import N_DETX, N_DETY, DetectionConfig
 from batglitch.science.dpi import WindowTable
 from batglitch.science.metadata import window_metadata
 from batglitch.standins.synth import UTCF_S, SynthSpec, write_event_file
-from batglitch.store.archive import FRAGMENTS, LEASE, LEASE_STALE_S, MARKERS, Archive, Fragment
+from batglitch.store.archive import LEASE_STALE_S, Archive, Fragment
+from batglitch.store.keys import FRAGMENTS, LEASE, MARKERS
 from batglitch.store.reader import open_archive, training_set
 
 MET_EPOCH = datetime(2001, 1, 1)
@@ -56,15 +58,20 @@ def window_table(n: int, seed: int, t0: float = 7.0e8) -> WindowTable:
 
 
 def fragment(obsid: str, n: int, seed: int = 0, config: DetectionConfig | None = None) -> Fragment:
+    """One obsid's made-up rows, handed to the store the way the worker hands them."""
     table = window_table(n, seed)
+    source = f"/data/sw{obsid}bevshpo_uf.evt.gz"
     return Fragment(
         obsid=obsid,
-        table=table,
-        window_meta=window_metadata(table, utcf=-25.0),
-        source=f"/data/sw{obsid}bevshpo_uf.evt.gz",
+        rows={
+            **{f.name: getattr(table, f.name) for f in fields(table)},
+            **window_metadata(table, utcf=-25.0),
+            "source_file": np.full(n, source),
+        },
+        source=source,
         size=1234,
         etag=None,
-        config=config or DetectionConfig(),
+        config=(config or DetectionConfig()).as_attrs(),
     )
 
 
@@ -227,10 +234,10 @@ def test_rerun_supersedes_an_obsid_and_prunes_the_old_attempt(tmp_path):
     assert (summary.n_obsids, summary.n_windows, summary.pruned) == (2, 7, 1)
     ds = open_archive(archive.url)
     rows = rows_of(ds, "00000000001")
-    order = np.argsort(newer.table.window_start)
-    assert np.array_equal(rows.window_start.values, newer.table.window_start[order])
-    assert np.array_equal(rows.dpi.values, newer.table.dpi[order])
-    assert np.array_equal(rows.lightcurve.values, newer.table.lightcurve[order])
+    order = np.argsort(newer.rows["window_start"])
+    assert np.array_equal(rows.window_start.values, newer.rows["window_start"][order])
+    assert np.array_equal(rows.dpi.values, newer.rows["dpi"][order])
+    assert np.array_equal(rows.lightcurve.values, newer.rows["lightcurve"][order])
     assert attempts(archive, "00000000001") == [archive.markers()["00000000001"]["attempt"]]
 
 
@@ -300,7 +307,7 @@ def test_worker_killed_mid_write_leaves_nothing_visible_and_a_rerun_completes(tm
 
     [dead] = attempts(archive, "00000000002")
     written = [p for p in Path(archive.path(f"{FRAGMENTS}/00000000002/{dead}")).rglob("*")]
-    assert any("/dpi/c/" in str(p) for p in written)  # really killed half-way
+    assert any("/c/" in str(p) for p in written)  # really killed half-way
     assert not Path(archive.path(f"{MARKERS}/00000000002")).exists()
     assert archive.completed_obsids() == {"00000000001"}
 
@@ -314,9 +321,9 @@ def test_worker_killed_mid_write_leaves_nothing_visible_and_a_rerun_completes(tm
     summary = archive.finalize(prune_grace_s=0.0)  # grace period over
     assert (summary.n_obsids, summary.n_windows, summary.pruned) == (2, 203, 1)
     rows = rows_of(open_archive(archive.url), "00000000002")
-    order = np.argsort(big.table.window_start)
-    assert np.array_equal(rows.window_start.values, big.table.window_start[order])
-    assert np.array_equal(rows.dpi.values, big.table.dpi[order])
+    order = np.argsort(big.rows["window_start"])
+    assert np.array_equal(rows.window_start.values, big.rows["window_start"][order])
+    assert np.array_equal(rows.dpi.values, big.rows["dpi"][order])
     assert attempts(archive, "00000000002") == [archive.markers()["00000000002"]["attempt"]]
 
 

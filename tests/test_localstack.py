@@ -104,7 +104,8 @@ def test_the_archive_on_s3(localstack: LocalStack, s3_bucket: str, tmp_path) -> 
     from batglitch.errors import TransientError
     from batglitch.pipeline.worker import DONE, ingest_file
     from batglitch.standins.synth import SynthSpec, write_event_file
-    from batglitch.store.archive import LEASE, Archive
+    from batglitch.store.archive import Archive
+    from batglitch.store.keys import LEASE
 
     archive = Archive(f"s3://{s3_bucket}/archive.zarr", localstack.storage_options())
     files = []

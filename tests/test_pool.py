@@ -21,7 +21,8 @@ from batglitch.pipeline.report import RunReport
 from batglitch.sources.catalog import plan
 from batglitch.standins import FakeSwiftAPI, Fault, fake_observations, fill_heasarc
 from batglitch.standins.swift_api import FakeObservation
-from batglitch.store.archive import FRAGMENTS, MARKERS, Archive
+from batglitch.store.archive import Archive
+from batglitch.store.keys import FRAGMENTS, MARKERS
 from batglitch.store.reader import open_archive
 
 BEGIN, END = datetime(2024, 3, 1), datetime(2024, 4, 1)

@@ -17,7 +17,15 @@ from typing import Any
 from batglitch.pipeline.report import RunReport, summarize
 from batglitch.pipeline.worker import FAILED, ObsResult, failed, process_entry
 from batglitch.sources.catalog import ObsEntry, plan, read_manifest, write_manifest
-from batglitch.store.archive import Archive, new_attempt_id, utc_now
+from batglitch.store.archive import Archive, utc_now
+from batglitch.store.keys import (
+    manifest_key,
+    new_attempt_id,
+    plan_key,
+    report_key,
+    result_key,
+    results_pattern,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +71,7 @@ def plan_run(
     planned = plan(begin, end, skip=final, skipped=skipped, **(plan_options or {}))
     fresh = [e for e in planned if not (e.obsid in markers and not e.archived)]
     entries = fresh[:limit]
-    manifest = f"{archive.url}/manifests/{run_id}.json"  # a JSON array: Step Functions reads it
+    manifest = f"{archive.url}/{manifest_key(run_id)}"  # a JSON array: Step Functions reads it
     write_manifest(entries, manifest, archive.storage_options)
     run = RunPlan(
         run_id=run_id,
@@ -74,7 +82,7 @@ def plan_run(
         n_obsids=len(entries),
         skipped_complete=len(skipped) + len(planned) - len(fresh),
     )
-    archive.put_json(f"runs/{run_id}/plan.json", {**run.to_dict(), "planned_at": time.time()})
+    archive.put_json(plan_key(run_id), {**run.to_dict(), "planned_at": time.time()})
     return run
 
 
@@ -104,12 +112,12 @@ def process_item(
 
 def _record(archive: Archive, run_id: str | None, result: ObsResult) -> None:
     if run_id:
-        archive.put_json(f"runs/{run_id}/results/{result.obsid}.json", result.to_dict())
+        archive.put_json(result_key(run_id, result.obsid), result.to_dict())
 
 
 def run_results(archive: Archive, run_id: str, manifest: str) -> list[ObsResult]:
     """Every manifest entry's result; an entry whose worker died without a record counts as failed."""
-    paths = archive.glob(f"runs/{run_id}/results/*.json")
+    paths = archive.glob(results_pattern(run_id))
     stored = {}
     for raw in archive.fs.cat(paths).values() if paths else ():
         record = ObsResult(**json.loads(raw))
@@ -127,7 +135,7 @@ def finalize_run(store: str, run_id: str, *, workers: int = 0) -> RunReport:
     """Rebuild the view from complete fragments, then report on this run and store the report."""
     archive = Archive(store)
     archive.finalize()
-    info = archive.get_json(f"runs/{run_id}/plan.json")
+    info = archive.get_json(plan_key(run_id))
     report = summarize(
         run_results(archive, run_id, info["manifest"]),
         run_id=run_id,
@@ -138,5 +146,5 @@ def finalize_run(store: str, run_id: str, *, workers: int = 0) -> RunReport:
         seconds=time.time() - info["planned_at"],
         workers=workers,
     )
-    archive.put_json(f"runs/{run_id}/report.json", {**report.to_dict(), "finalized_at": utc_now()})
+    archive.put_json(report_key(run_id), {**report.to_dict(), "finalized_at": utc_now()})
     return report

@@ -22,6 +22,7 @@ from batglitch.science.metadata import window_metadata
 from batglitch.sources.catalog import ObsEntry
 from batglitch.sources.fetch import Blob, FetchPolicy, fetch
 from batglitch.store.archive import Archive, Fragment
+from batglitch.store.keys import OBSID, validate_obsid
 
 DONE, NO_GLITCHES, NOT_ARCHIVED, FAILED = "done", "no_glitches", "not_archived", "failed"
 
@@ -59,6 +60,7 @@ def process_entry(
     an observation whose file is nowhere yet is a result (NOT_ARCHIVED), not an error.
     """
     started = time.perf_counter()
+    validate_obsid(entry.obsid)  # a manifest's obsid becomes a key: refuse a "../" at once
     blob = _first_found(entry.event_urls, entry.obsid, policy)
     if blob is None:
         where = ", ".join(entry.event_urls) or "no location known"
@@ -122,16 +124,17 @@ def archive_blobs(
     if expected_obsid is None:
         raise EventFileError(blobs[0].url, "no OBS_ID in the header and none given")
     table = WindowTable.concat(tables)
-    meta = window_metadata(table, utcf=utcf or 0.0, triggers=triggers)
-    meta["source_file"] = np.concatenate(sources).astype(str)
     fragment = Fragment(
         obsid=expected_obsid,
-        table=table,
-        window_meta=meta,
+        rows={
+            **{f.name: getattr(table, f.name) for f in dataclasses.fields(table)},
+            **window_metadata(table, utcf=utcf or 0.0, triggers=triggers),
+            "source_file": np.concatenate(sources),
+        },
         source=", ".join(b.url for b in blobs),
         size=sum(b.size for b in blobs),
         etag=", ".join(b.etag or "" for b in blobs).strip(", ") or None,
-        config=config,
+        config=config.as_attrs(),
     )
     try:
         archive.write_fragment(fragment, from_quicklook=from_quicklook)
@@ -158,6 +161,8 @@ def _parse(blob: Blob, expected_obsid: str | None, allow_uncalibrated: bool) -> 
         raise EventFileError(exc.source, exc.problem, expected_obsid) from exc
     if expected_obsid and events.obsid and events.obsid != expected_obsid:
         raise EventFileError(blob.url, f"header OBS_ID is {events.obsid}", expected_obsid)
+    if events.obsid and not OBSID.fullmatch(events.obsid):  # it becomes a storage key
+        raise EventFileError(blob.url, f"header OBS_ID {events.obsid!r} is not 11 digits")
     return events
 
 

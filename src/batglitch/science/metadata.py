@@ -9,9 +9,6 @@ import numpy as np
 
 from batglitch.science.dpi import WindowTable
 
-# MET counts seconds from 2001-01-01 (TT); UTC = that epoch + MET + UTCF (DESIGN.md)
-MET_EPOCH_UNITS = "seconds since 2001-01-01 00:00:00"
-
 
 def window_metadata(
     table: WindowTable, *, utcf: float, triggers: Sequence[dict[str, Any]] = ()

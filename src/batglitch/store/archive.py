@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import time
-import uuid
 import warnings
 from collections import deque
 from collections.abc import Iterator
@@ -37,41 +36,29 @@ import zarr.storage
 
 from batglitch import __version__
 from batglitch.errors import BatGlitchError, TransientError
-from batglitch.science.config import N_DETX, N_DETY, DetectionConfig
-from batglitch.science.dpi import WindowTable
-from batglitch.science.metadata import MET_EPOCH_UNITS
 from batglitch.sources.fetch import storage_options_for, write_atomically
+from batglitch.store.keys import (
+    FRAGMENTS,
+    LEASE,
+    MARKERS,
+    attempt_cutoff,
+    fragment_key,
+    marker_key,
+    new_attempt_id,
+)
+from batglitch.store.schema import (
+    FRAGMENT_COLUMNS,
+    IMAGE_COLUMNS,
+    TABLE_COLUMNS,
+    WINDOW_COLUMNS,
+    check_rows,
+)
 
 logger = logging.getLogger(__name__)
-FRAGMENTS, MARKERS = "fragments", "complete"
-LEASE = "finalize.lease.json"
 LEASE_STALE_S = 3600.0  # far longer than any finalize runs (Lambda stops it at 900 s)
 IMAGE_CHUNK = 32  # windows per chunk of the image arrays: ~3 MB of raw dpi, one read per batch
 TABLE_CHUNK = 65536
 READERS, READ_AHEAD = 32, 64  # finalize: fragment reads in flight / held in memory
-
-_TIME = {"units": MET_EPOCH_UNITS, "calendar": "proleptic_gregorian"}
-# per-window variables: name -> (dims after "window", dtype, attrs)
-WINDOW_VARS: dict[str, tuple[tuple[str, ...], Any, dict[str, Any]]] = {
-    "dpi": (("detx", "dety"), "uint16", {"long_name": "counts per detector, all energies"}),
-    "dpi_lowres": (
-        ("sand_y", "sand_x", "energy_band"),
-        "uint16",
-        {"long_name": "counts per detector sandwich in 15-50 / 50-350 keV"},
-    ),
-    "lightcurve": (("lc_bin",), "int32", {"long_name": "all-energy counts in 16 ms bins"}),
-    "window_start": ((), "float64", {"units": "s", "long_name": "window start, MET (TT)"}),
-    "window_stop": ((), "float64", {"units": "s", "long_name": "window stop, MET (TT)"}),
-    "snr_low": ((), "float64", {"long_name": "z-score of the flagged bin, <= 25 keV"}),
-    "snr_ratio": ((), "float64", {"long_name": "z_low / |z_high| of the flagged bin"}),
-    "n_events": ((), "int64", {"long_name": "events in the window, all energies"}),
-    "window_start_utc": ((), "float64", {**_TIME, "long_name": "window start, UTC"}),
-    "trigger_type": ((), str, {"long_name": "GUANO trigger type of the dump"}),
-    "trigger_time_utc": ((), "float64", {**_TIME, "long_name": "GUANO trigger time, UTC"}),
-    "source_file": ((), str, {"long_name": "event file the window was read from"}),
-}
-IMAGE_VARS = ("dpi", "dpi_lowres", "lightcurve")
-FRAGMENT_FIELDS = ("n_windows", "source", "size", "etag", "attempt", "completed_at", "version")
 
 
 @dataclass(frozen=True)
@@ -79,12 +66,14 @@ class Fragment:
     """One observation's contribution: its window table plus what it was made from."""
 
     obsid: str
-    table: WindowTable
-    window_meta: dict[str, np.ndarray]  # window_start_utc, trigger_type, trigger_time_utc
+    rows: dict[str, np.ndarray]  # per-window arrays keyed by schema.WINDOW_COLUMNS names
     source: str
     size: int
     etag: str | None
-    config: DetectionConfig
+    config: dict[str, Any]  # the algorithm parameters (DetectionConfig.as_attrs())
+
+    def __len__(self) -> int:
+        return len(self.rows["window_start"])
 
 
 @dataclass(frozen=True)
@@ -106,12 +95,6 @@ def consolidate(store: zarr.abc.store.Store) -> None:
 
 def utc_now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def new_attempt_id() -> str:
-    """Sortable by time, unique across machines."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"{stamp}-{uuid.uuid4().hex[:8]}"
 
 
 def archive_storage_options(url: str) -> dict[str, Any]:
@@ -206,17 +189,16 @@ class Archive:
         from_quicklook marks rows made from quick-look data, which plans redo once the
         observation is in the archive proper."""
         attempt = new_attempt_id()
-        n = len(fragment.table)
+        key = fragment_key(fragment.obsid, attempt)
+        values = check_rows(fragment.obsid, fragment.rows)
+        n = len(fragment)
         if n:
-            group = zarr.open_group(
-                self.zarr_store(f"{FRAGMENTS}/{fragment.obsid}/{attempt}"), mode="w-"
-            )
-            values = self._window_values(fragment)
-            for name, (dims, dtype, _) in WINDOW_VARS.items():
-                chunks = (min(n, IMAGE_CHUNK), *values[name].shape[1:])
+            group = zarr.open_group(self.zarr_store(key), mode="w-")
+            for name, column in WINDOW_COLUMNS.items():
+                chunks = (min(n, IMAGE_CHUNK), *column.shape)
                 array = group.create_array(
-                    name, shape=values[name].shape, dtype=dtype, chunks=chunks,
-                    dimension_names=("window", *dims),
+                    name, shape=values[name].shape, dtype=column.numpy_dtype, chunks=chunks,
+                    dimension_names=("window", *column.dims),
                 )  # fmt: skip
                 array[...] = values[name]
             group.attrs.update({"obsid": fragment.obsid, "attempt": attempt})
@@ -231,24 +213,11 @@ class Archive:
             "etag": fragment.etag or "",
             "completed_at": utc_now(),
             "version": __version__,
-            "config": fragment.config.as_attrs(),
+            "config": fragment.config,
             "from_quicklook": from_quicklook,
         }
-        self.put_json(f"{MARKERS}/{fragment.obsid}/{attempt}.json", marker)
+        self.put_json(marker_key(fragment.obsid, attempt), marker)
         return marker
-
-    @staticmethod
-    def _window_values(fragment: Fragment) -> dict[str, np.ndarray]:
-        table = fragment.table
-        values = {
-            name: getattr(table, name)
-            for name in WINDOW_VARS
-            if hasattr(table, name) and name not in fragment.window_meta
-        }
-        values.update(fragment.window_meta)
-        if "source_file" not in values:  # one file made every row
-            values["source_file"] = np.full(len(table), fragment.source, dtype=object).astype(str)
-        return values
 
     def markers(self) -> dict[str, dict[str, Any]]:
         """The newest completion marker of every obsid (an obsid is complete iff it has one)."""
@@ -286,67 +255,52 @@ class Archive:
                 f"{self.url}: fragments were made with {len(configs)} different algorithm "
                 "configurations; re-run them with one configuration (--force) before finalizing"
             )
-        config = markers[0]["config"] if markers else DetectionConfig().as_attrs()
+        config = markers[0]["config"] if markers else {}
         total = sum(m["n_windows"] for m in markers)
         root = zarr.open_group(self.zarr_store(), mode="a", use_consolidated=False)
-        lc_bins = int(config["lightcurve_bins"])
-        shapes = {
-            "dpi": (N_DETX, N_DETY),
-            "dpi_lowres": (len(config["lowres_y_edges"]) - 1, len(config["lowres_x_edges"]) - 1,
-                           len(config["lowres_energy_edges"]) - 1),
-            "lightcurve": (lc_bins,),
-        }  # fmt: skip
-        coords = " ".join(["obsid", *(n for n in WINDOW_VARS if n not in IMAGE_VARS)])
+        coords = " ".join(TABLE_COLUMNS)
         arrays = {}
-        for name, (dims, dtype, attrs) in WINDOW_VARS.items():
-            shape = (total, *shapes.get(name, ()))
-            chunk = IMAGE_CHUNK if name in IMAGE_VARS else TABLE_CHUNK
+        for name, column in WINDOW_COLUMNS.items():
+            image = name in IMAGE_COLUMNS
             arrays[name] = root.create_array(
-                name, shape=shape, dtype=dtype, chunks=(chunk, *shape[1:]),
-                dimension_names=("window", *dims), overwrite=True,
-                attributes={**attrs, "coordinates": coords} if name in IMAGE_VARS else attrs,
+                name, shape=(total, *column.shape), dtype=column.numpy_dtype,
+                chunks=(IMAGE_CHUNK if image else TABLE_CHUNK, *column.shape),
+                dimension_names=("window", *column.dims), overwrite=True,
+                attributes={**column.attrs, "coordinates": coords} if image else column.attrs,
             )  # fmt: skip
-        table: dict[str, list[np.ndarray]] = {n: [] for n in WINDOW_VARS if n not in IMAGE_VARS}
-        table["obsid"] = []
-        images: dict[str, list[np.ndarray]] = {n: [] for n in IMAGE_VARS}
+        table: dict[str, list[np.ndarray]] = {n: [] for n in TABLE_COLUMNS}
+        images: dict[str, list[np.ndarray]] = {n: [] for n in IMAGE_COLUMNS}
         offset = 0
 
         def flush(final: bool) -> None:
             """Write buffered image rows in whole chunks (no read-modify-write on S3)."""
             nonlocal offset
             for name, parts in images.items():
-                block = np.concatenate(parts) if parts else np.empty((0, *shapes[name]))
+                block = np.concatenate(parts) if parts else np.empty((0, *arrays[name].shape[1:]))
                 rows = len(block) if final else len(block) // IMAGE_CHUNK * IMAGE_CHUNK
                 if rows:
                     arrays[name][offset : offset + rows] = block[:rows]
                 images[name] = [block[rows:]]
             offset += rows
 
-        for marker, values in self._fragment_rows(markers):
-            for name in IMAGE_VARS:
+        for _, values in self._fragment_rows(markers):
+            for name in IMAGE_COLUMNS:
                 images[name].append(values[name])
-            table["obsid"].append(np.full(marker["n_windows"], marker["obsid"], dtype=object))
-            for name in table.keys() - {"obsid"}:
+            for name in TABLE_COLUMNS:
                 table[name].append(values[name])
             if sum(len(part) for part in images["dpi"]) >= IMAGE_CHUNK:
                 flush(final=False)
         flush(final=True)
         for name, parts in table.items():
-            data = np.concatenate(parts) if parts else np.empty(0, dtype=object)
-            if name == "obsid":
-                root.create_array(
-                    name, shape=(total,), dtype=str, chunks=(TABLE_CHUNK,),
-                    dimension_names=("window",), overwrite=True,
-                    attributes={"long_name": "11-digit Swift observation id"},
-                )[...] = data.astype(str)  # fmt: skip
-            else:
-                arrays[name][...] = data.astype(arrays[name].dtype)
+            data = np.concatenate(parts) if parts else np.empty(0, dtype=arrays[name].dtype)
+            arrays[name][...] = data
         self._write_fragment_table(root, markers)
-        lc_offsets = (np.arange(lc_bins) - lc_bins // 2) * float(config["bin_s"])
-        root.create_array(
-            "lc_time_offset", shape=(lc_bins,), dtype="float64", dimension_names=("lc_bin",),
-            overwrite=True, attributes={"units": "s", "long_name": "bin start minus flagged bin start"},
-        )[...] = lc_offsets  # fmt: skip
+        if config:
+            lc_bins = int(config["lightcurve_bins"])
+            root.create_array(
+                "lc_time_offset", shape=(lc_bins,), dtype="float64", dimension_names=("lc_bin",),
+                overwrite=True, attributes={"units": "s", "long_name": "bin start minus flagged bin start"},
+            )[...] = (np.arange(lc_bins) - lc_bins // 2) * float(config["bin_s"])  # fmt: skip
         root.attrs.update(
             {
                 "title": "Swift/BAT heat-pipe glitch candidate windows",
@@ -382,10 +336,10 @@ class Archive:
                 yield marker, future.result()
 
     def _read_fragment(self, marker: dict[str, Any]) -> dict[str, np.ndarray]:
-        key = f"{FRAGMENTS}/{marker['obsid']}/{marker['attempt']}"
+        key = fragment_key(marker["obsid"], marker["attempt"])
         try:
             group = zarr.open_group(self.zarr_store(key), mode="r")
-            values = {name: group[name][...] for name in WINDOW_VARS}
+            values = {name: group[name][...] for name in WINDOW_COLUMNS}
         except Exception as exc:  # a marked fragment must be readable: say which one is not
             raise TransientError(f"{self.url}: reading complete fragment {key}: {exc!r}") from exc
         order = np.argsort(values["window_start"], kind="stable")
@@ -394,16 +348,12 @@ class Archive:
     @staticmethod
     def _write_fragment_table(root: zarr.Group, markers: list[dict[str, Any]]) -> None:
         """One row per complete obsid, glitches or not: what the view was made from."""
-        columns = {"obsid": [m["obsid"] for m in markers]}
-        columns.update({f: [m[f] for m in markers] for f in FRAGMENT_FIELDS})
-        for field, values in columns.items():
-            numeric = field in ("n_windows", "size")
-            data = np.array(values, dtype="int64" if numeric else object)
+        for field, column in FRAGMENT_COLUMNS.items():
             root.create_array(
-                f"fragment_{field}", shape=(len(markers),),
-                dtype="int64" if numeric else str, chunks=(max(len(markers), 1),),
-                dimension_names=("fragment",), overwrite=True,
-            )[...] = data if numeric else data.astype(str)  # fmt: skip
+                f"fragment_{field}", shape=(len(markers),), dtype=column.numpy_dtype,
+                chunks=(max(len(markers), 1),), dimension_names=("fragment",), overwrite=True,
+                attributes=column.attrs,
+            )[...] = np.array([m[field] for m in markers], dtype=column.numpy_dtype)  # fmt: skip
 
     def prune(self, *, grace_s: float) -> int:
         """Delete attempts nobody will read again: those superseded by a newer complete attempt
@@ -411,9 +361,7 @@ class Archive:
         still writing one is younger than that). Markers are read afresh, so an attempt that
         completed while finalize ran is never taken for garbage."""
         latest = self.markers()
-        cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=grace_s)).strftime(
-            "%Y%m%dT%H%M%S%fZ"
-        )
+        cutoff = attempt_cutoff(grace_s)
         fragments = {tuple(p.rstrip("/").split("/")[-2:]) for p in self.glob(f"{FRAGMENTS}/*/*")}
         marked = {
             (p.split("/")[-2], p.split("/")[-1].removesuffix(".json"))
@@ -427,8 +375,8 @@ class Archive:
             if attempt == newest or not (superseded or abandoned):
                 continue
             if (obsid, attempt) in fragments:
-                self.fs.rm(self.path(f"{FRAGMENTS}/{obsid}/{attempt}"), recursive=True)
+                self.fs.rm(self.path(fragment_key(obsid, attempt)), recursive=True)
             if (obsid, attempt) in marked:
-                self.fs.rm(self.path(f"{MARKERS}/{obsid}/{attempt}.json"))
+                self.fs.rm(self.path(marker_key(obsid, attempt)))
             removed += 1
         return removed

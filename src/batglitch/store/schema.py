@@ -1,0 +1,108 @@
+"""The archive's row schema, in one place: every per-window variable and every per-obsid field.
+
+Adding a column is one line here (name, dtype, long_name, and units or extra dims when it has
+them) plus the producer handing an array of that name: the storage code writes whatever this
+table lists, in this order, and refuses rows that do not match it. Storage never imports the
+science modules; the science side hands plain arrays keyed by these names (Fragment.rows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+WINDOW, FRAGMENT = "window", "fragment"
+# MET counts seconds from 2001-01-01 (TT); UTC = that epoch + MET + UTCF (DESIGN.md)
+MET_EPOCH_UNITS = "seconds since 2001-01-01 00:00:00"
+_UTC = {"units": MET_EPOCH_UNITS, "calendar": "proleptic_gregorian"}
+# The reference layout (DESIGN.md): the detector plane, 16 x 16 sandwiches in 2 energy bands, and
+# the light-curve context every row carries (DetectionConfig.lightcurve_bins).
+DIM_SIZES = {"detx": 286, "dety": 173, "sand_y": 16, "sand_x": 16, "energy_band": 2, "lc_bin": 64}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One variable: its dtype ("str" is variable-length UTF-8), what it means, and the dims it
+    has besides the row dim."""
+
+    dtype: str
+    long_name: str
+    dims: tuple[str, ...] = ()
+    units: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        units = {"units": self.units} if self.units else {}
+        return {"long_name": self.long_name, **units, **self.extra}
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one row."""
+        return tuple(DIM_SIZES[d] for d in self.dims)
+
+    @property
+    def numpy_dtype(self) -> type[str] | np.dtype:
+        """What both numpy (astype) and zarr (create_array: variable-length UTF-8 for str) take."""
+        return str if self.dtype == "str" else np.dtype(self.dtype)
+
+
+# Per window (dim "window"). The store fills `obsid` from the fragment it writes.
+WINDOW_COLUMNS: dict[str, Column] = {
+    "obsid": Column("str", "11-digit Swift observation id"),
+    "dpi": Column("uint16", "counts per detector, all energies", ("detx", "dety")),
+    "dpi_lowres": Column(
+        "uint16",
+        "counts per detector sandwich in 15-50 / 50-350 keV",
+        ("sand_y", "sand_x", "energy_band"),
+    ),
+    "lightcurve": Column("int32", "all-energy counts in 16 ms bins", ("lc_bin",)),
+    "window_start": Column("float64", "window start, MET (TT)", units="s"),
+    "window_stop": Column("float64", "window stop, MET (TT)", units="s"),
+    "snr_low": Column("float64", "z-score of the flagged bin, <= 25 keV"),
+    "snr_ratio": Column("float64", "z_low / |z_high| of the flagged bin"),
+    "n_events": Column("int64", "events in the window, all energies"),
+    "window_start_utc": Column("float64", "window start, UTC", extra=_UTC),
+    "trigger_type": Column("str", "GUANO trigger type of the dump"),
+    "trigger_time_utc": Column("float64", "GUANO trigger time, UTC", extra=_UTC),
+    "source_file": Column("str", "event file the window was read from"),
+}
+IMAGE_COLUMNS = tuple(name for name, column in WINDOW_COLUMNS.items() if column.dims)
+TABLE_COLUMNS = tuple(name for name, column in WINDOW_COLUMNS.items() if not column.dims)
+
+# Per obsid (dim "fragment", stored as fragment_<name>): what each obsid's rows were made from.
+FRAGMENT_COLUMNS: dict[str, Column] = {
+    "obsid": Column("str", "11-digit Swift observation id"),
+    "n_windows": Column("int64", "windows the obsid contributes (0: searched, none found)"),
+    "source": Column("str", "event file(s) the rows were read from"),
+    "size": Column("int64", "bytes of the event file(s)", units="bytes"),
+    "etag": Column("str", "ETag of the event file(s), when the store gave one"),
+    "attempt": Column("str", "id of the worker attempt whose rows these are"),
+    "completed_at": Column("str", "when that attempt completed, UTC ISO 8601"),
+    "version": Column("str", "batglitch version that made the rows"),
+}
+
+
+def check_rows(obsid: str, rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One obsid's rows as the schema stores them: every column present, one length, the listed
+    extra dims, cast to the column dtype; ValueError naming the obsid and column otherwise."""
+    given = dict(rows)
+    n = len(given["window_start"]) if "window_start" in given else 0
+    given.setdefault("obsid", np.full(n, obsid))
+    if unknown := given.keys() - WINDOW_COLUMNS.keys():
+        raise ValueError(f"obsid {obsid}: columns {sorted(unknown)} are not in the archive schema")
+    checked = {}
+    for name, column in WINDOW_COLUMNS.items():
+        if name not in given:
+            raise ValueError(f"obsid {obsid}: column {name!r} is missing")
+        values = np.asarray(given[name])
+        if values.shape != (n, *column.shape):
+            raise ValueError(
+                f"obsid {obsid}: column {name!r} has shape {values.shape}, expected {n} rows "
+                f"with dims {column.dims}"
+            )
+        checked[name] = values.astype(column.numpy_dtype, copy=False)
+    return checked
