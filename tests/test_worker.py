@@ -21,14 +21,14 @@ from batglitch.pipeline.worker import (
     process_entry,
 )
 from batglitch.sources.catalog import ObsEntry, plan
-from batglitch.sources.fetch import FetchPolicy
+from batglitch.sources.retry import RetryPolicy
 from batglitch.standins import FakeSwiftAPI, Fault, fake_observations, fill_heasarc
 from batglitch.standins.synth import SynthSpec, write_event_file
 from batglitch.store.archive import Archive
 from batglitch.store.reader import open_archive
 
 BEGIN, END = datetime(2024, 3, 1), datetime(2024, 3, 8)
-FAST = FetchPolicy(timeout_s=10.0, attempts=2, backoff_s=0.01)
+FAST = RetryPolicy(timeout_s=10.0, attempts=2, backoff_s=0.01)
 
 
 @dataclasses.dataclass(frozen=True)

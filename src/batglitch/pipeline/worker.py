@@ -20,7 +20,8 @@ from batglitch.science.dpi import WindowTable, glitch_table
 from batglitch.science.events import EventList, parse_events
 from batglitch.science.metadata import window_metadata
 from batglitch.sources.catalog import ObsEntry
-from batglitch.sources.fetch import Blob, FetchPolicy, fetch
+from batglitch.sources.fetch import Blob, fetch
+from batglitch.sources.retry import RetryPolicy
 from batglitch.store.archive import Archive, Fragment
 from batglitch.store.keys import OBSID, validate_obsid
 
@@ -49,7 +50,7 @@ def process_entry(
     entry: ObsEntry,
     archive: Archive,
     config: DetectionConfig | None = None,
-    policy: FetchPolicy | None = None,
+    policy: RetryPolicy | None = None,
     *,
     allow_uncalibrated: bool = False,
 ) -> ObsResult:
@@ -85,7 +86,7 @@ def process_entry(
     )
 
 
-def _first_found(urls: Sequence[str], obsid: str, policy: FetchPolicy | None) -> Blob | None:
+def _first_found(urls: Sequence[str], obsid: str, policy: RetryPolicy | None) -> Blob | None:
     for url in urls:
         try:
             return fetch(url, policy)

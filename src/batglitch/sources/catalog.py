@@ -27,7 +27,9 @@ from typing import Any
 import fsspec
 
 from batglitch.errors import BatGlitchError, TransientError
-from batglitch.sources.fetch import FetchPolicy, with_retries, write_atomically
+from batglitch.sources import retry as retry_policy
+from batglitch.sources.fetch import write_atomically
+from batglitch.sources.retry import RetryPolicy
 
 HEASARC_HTTPS = "https://heasarc.gsfc.nasa.gov/FTP/"
 DEFAULT_ARCHIVE_ROOTS = ("s3://nasa-heasarc", "https://heasarc.gsfc.nasa.gov/FTP")
@@ -213,8 +215,8 @@ def _accepted[T](call: Callable[[], T], what: str) -> T:
 
 def _retrying[T](call: Callable[[], T], what: str, *, retries: int, backoff_s: float) -> T:
     """swifttools never raises on failure: timeouts, 5xx and bad JSON land in status.errors."""
-    policy = FetchPolicy(attempts=retries + 1, backoff_s=backoff_s)
-    return with_retries(lambda: _accepted(call, what), what, policy)
+    policy = RetryPolicy(attempts=retries + 1, backoff_s=backoff_s, timeout_s=60.0)
+    return retry_policy.call(lambda: _accepted(call, what), what, policy)
 
 
 def _dumps_by_obsid(
