@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 STORE ?= out/archive.zarr
+PREVIEW ?= $(dir $(STORE))preview.png
 BEGIN ?= 2024-03-01
 # END is exclusive: the default is all of March 2024
 END ?= 2024-04-01
@@ -39,9 +40,9 @@ test: lint localstack
 # SOURCE=real: the real Swift API and the public HEASARC archive.
 run: $(STAMP)
 ifeq ($(SOURCE),real)
-	$(BIN)/batglitch run --begin $(BEGIN) --end $(END) --store $(STORE) --workers $(WORKERS) --preview out/preview.png
+	$(BIN)/batglitch run --begin $(BEGIN) --end $(END) --store $(STORE) --workers $(WORKERS) --preview $(PREVIEW)
 else
-	$(BIN)/batglitch demo --begin $(BEGIN) --end $(END) --store $(STORE) --workers $(WORKERS) --preview out/preview.png
+	$(BIN)/batglitch demo --begin $(BEGIN) --end $(END) --store $(STORE) --workers $(WORKERS) --preview $(PREVIEW)
 endif
 
 run-local: $(STAMP) localstack

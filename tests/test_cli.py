@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -14,7 +18,8 @@ import pytest
 import xarray as xr
 from matplotlib.image import imread
 
-from batglitch.cli import main
+import batglitch as batglitch_package
+from batglitch.cli import main, utc_time
 from batglitch.standins import FakeSwiftAPI, fake_observations, fill_heasarc
 from batglitch.store.archive import Archive
 from batglitch.store.reader import open_archive
@@ -133,7 +138,7 @@ def test_array_job_commands(services, tmp_path, capsys, monkeypatch):
     assert main(["process", "--manifest", manifest, "--store", store, "--index", "3"]) == 2
     assert main(["finalize", "--store", store, "--run-id", run_id]) == 0
     report = capsys.readouterr().out
-    assert "obsids planned                3" in report and "not yet archived            1" in report
+    assert "obsids in this run       3" in report and "not yet archived       1" in report
     assert set(open_archive(store).obsid.values) == {o.obsid for o in services if o.archived}
     assert Archive(store).completed_obsids() == {o.obsid for o in services if o.archived}
 
@@ -155,3 +160,122 @@ def test_run_command_plans_processes_finalizes_and_previews(services, tmp_path):
     assert main(argv) == 0
     report = last_report()
     assert (report["skipped_complete"], report["planned"], report["not_archived"]) == (2, 1, 1)
+
+
+# -- the command line as a user types it: one line per mistake, documented exit statuses ------
+def batglitch(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "batglitch", *argv], capture_output=True, text=True,
+        timeout=300, **kwargs,
+    )  # fmt: skip
+
+
+RANGE = ("--begin", "2024-03-01", "--end", "2024-03-02")
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["run", "--begin", "03/01/2024", "--end", "2024-04-01"], "not an ISO date or time"),
+        (["run", "--begin", "2024-04-01", "--end", "2024-03-01"], "must be before --end"),
+        (["run", "--begin", "2024-03-01", "--end", "2024-03-01"], "must be before --end"),
+        (["demo", "--begin", "2024-03-01T00:00:00Z", "--end", "2024-03-01"], "must be before"),
+        (["run", *RANGE, "--workers", "-1"], "--workers: must be at least 1, got -1"),
+        (["run", *RANGE, "--max-windows", "0"], "--max-windows: must be at least 1"),
+        (["export", "{tmp}/typo.zarr", "--out", "{tmp}/x.npz"], "no archive at {tmp}/typo.zarr"),
+        (["preview", "{tmp}/typo.zarr"], "no archive at {tmp}/typo.zarr"),
+        (["preview", "{tmp}", "--out", "{tmp}/p.png"], "batglitch preview: error: "),  # no archive
+        (["finalize", "--store", "{tmp}/typo.zarr"], "no archive at {tmp}/typo.zarr"),
+        (["process", "--manifest", "{tmp}/m.json", "--store", "{tmp}"], "no manifest at"),
+        (["export", "{tmp}", "--out", "{tmp}/file/x.npz"], "cannot write {tmp}/file/x.npz"),
+        (["demo", *RANGE, "--store", "s3://bucket/a.zarr"], "use a local --store"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_each_mistake_is_one_line_and_exit_status_2(tmp_path, argv, says):
+    (tmp_path / "file").write_text("a file, not a folder")
+    done = batglitch(*(a.format(tmp=tmp_path) for a in argv))
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert says.format(tmp=tmp_path) in line and line.startswith("batglitch")
+    assert not (tmp_path / "typo.zarr").exists()  # a typo never becomes an empty archive
+
+
+def test_an_error_it_cannot_get_past_is_one_line_and_a_traceback_only_with_v(tmp_path):
+    (tmp_path / "zarr.json").write_text("{ damaged")  # an archive whose metadata is unreadable
+    argv = ["preview", str(tmp_path), "--out", str(tmp_path / "p.png")]
+    done = batglitch(*argv)
+    assert done.returncode == 3
+    [line] = done.stderr.splitlines()
+    assert line.startswith("batglitch preview: error: ") and "-v shows the traceback" in line
+    verbose = batglitch(*argv, "-v")
+    assert verbose.returncode == 3 and "Traceback (most recent call last)" in verbose.stderr
+    assert verbose.stderr.splitlines()[-1].startswith("batglitch preview: error: ")
+
+
+@pytest.mark.parametrize("text", ["2024-03-01", "2024-03-01T00:00", "2024-02-29T23:00:00-01:00"])
+def test_dates_in_iso_forms_mean_the_same_utc_moment(text):
+    assert utc_time(text) == "2024-03-01"
+
+
+def test_times_keep_their_utc_time_of_day():
+    assert utc_time("2024-03-01T06:30:00Z") == "2024-03-01T06:30:00"
+    assert utc_time("2024-03-01 08:30+02:00") == "2024-03-01T06:30:00"
+
+
+def test_python_m_batglitch_and_the_public_api():
+    done = batglitch("--version")
+    assert done.returncode == 0 and done.stdout.strip() == batglitch_package.__version__
+    assert {"open_archive", "training_set", "__version__"} <= set(batglitch_package.__all__)
+    assert set(batglitch_package.__all__) <= set(dir(batglitch_package))
+    assert batglitch_package.open_archive is open_archive
+
+
+def test_ctrl_c_stops_the_workers_and_says_what_was_kept(tmp_path):
+    """SIGINT to the whole process group, as a terminal sends it: one line, exit 130, no worker
+    left behind, and the obsids it says finished are the ones the next run skips."""
+    store = str(tmp_path / "a.zarr")
+    argv = ["demo", "--begin", "2024-03-01", "--end", "2024-03-08", "--obsids", "30",
+            "--store", store, "--workers", "2"]  # fmt: skip
+    command = [sys.executable, "-m", "batglitch", *argv]
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as err:
+        running = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=err, text=True, start_new_session=True
+        )
+        deadline = time.monotonic() + 240
+        while "obsids to process" not in log.read_text():
+            assert time.monotonic() < deadline and running.poll() is None
+            time.sleep(0.2)
+        time.sleep(1.0)
+        os.killpg(running.pid, signal.SIGINT)
+        assert running.wait(timeout=60) == 130
+    stderr = log.read_text()
+    assert "Traceback" not in stderr
+    line = stderr.splitlines()[-1]
+    assert line.startswith("batglitch demo: interrupted: workers stopped; ")
+    kept = int(re.search(r"(\d+) obsids finished and are kept", line)[1])
+    assert f"{30 - kept} not processed" in line and "batglitch finalize --store" in line
+    with pytest.raises(ProcessLookupError):  # the pool's processes are gone with it
+        os.killpg(running.pid, 0)
+    again = batglitch(*argv, "--no-progress", "-q")
+    assert again.returncode == 0, again.stderr
+    assert re.search(rf"obsids already complete\s+{kept} \(skipped\)", again.stdout)
+    assert re.search(rf"obsids in this run\s+{30 - kept}\n", again.stdout)
+
+
+def test_piped_make_run_is_short_and_free_of_cursor_control(tmp_path):
+    """What CI, a log file or CloudWatch gets: plain lines, no bar redraws."""
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        ["make", "-s", "run", f"STORE={tmp_path}/archive.zarr"], cwd=root,
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "\r" not in output and "\x1b" not in output
+    assert len(output.splitlines()) < 40
+    assert "demo: failed" in output and "on purpose" in output  # the planted failure says so
+    assert (tmp_path / "preview.png").exists()

@@ -44,7 +44,7 @@ def world(tmp_path_factory):
 def run(store: str, begin: datetime, end: datetime, options: dict, **kwargs) -> RunReport:
     day = "%Y-%m-%d"
     return pool.run(
-        begin.strftime(day), end.strftime(day), store, progress=False, log=lambda _: None,
+        begin.strftime(day), end.strftime(day), store, progress=False,
         plan_options=options, **kwargs,
     )  # fmt: skip
 
@@ -163,7 +163,26 @@ def test_a_killed_pool_process_fails_its_obsid_not_the_run(world, tmp_path):
             # The others are done; the one left is stuck reading. Kill the pool's processes.
             for child in set(multiprocessing.active_children()) - earlier:
                 os.kill(child.pid, signal.SIGKILL)
-            results = running.result(timeout=60)
+            results, _ = running.result(timeout=60)
     by_obsid = {r.obsid: r for r in results}
     assert [by_obsid[e.obsid].status for e in entries[1:]] == ["done", "done"]
     assert by_obsid[stuck.obsid].status == "failed" and by_obsid[stuck.obsid].retryable
+
+
+def test_max_windows_stops_starting_obsids_in_trigger_order_and_a_rerun_goes_on(world, tmp_path):
+    observations, options = world
+    store = str(tmp_path / "a.zarr")
+    report = run(store, BEGIN, END, options, workers=1, max_windows=3)
+    processed = [r for r in report.results if r["status"] != "deferred"]
+    assert report.deferred == len(observations) - len(processed) > 0
+    assert report.windows >= 3 and report.windows - processed[-1]["n_windows"] < 3
+    first_trigger = {o.obsid: min(d.trigger_utc for d in o.dumps) for o in observations}
+    by_trigger = sorted(first_trigger, key=first_trigger.get)
+    assert {r["obsid"] for r in processed} == set(by_trigger[: len(processed)])
+    assert open_archive(store).sizes["window"] == report.windows
+    rest = run(store, BEGIN, END, options, workers=1)
+    assert (rest.skipped_complete, rest.planned, rest.deferred) == (
+        len(processed),
+        report.deferred,
+        0,
+    )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from batglitch.pipeline.report import summarize
-from batglitch.pipeline.worker import DONE, FAILED, NO_GLITCHES, NOT_ARCHIVED, ObsResult
+from batglitch.pipeline.worker import DEFERRED, DONE, FAILED, NO_GLITCHES, NOT_ARCHIVED, ObsResult
 
 
 def results() -> list[ObsResult]:
@@ -37,9 +39,27 @@ def test_table_names_every_failure_and_the_throughput():
     table = report_of(results(), seconds=0.5).table()
     assert "FAILED 00000000005: obsid 00000000005, f.evt.gz: truncated gzip" in table
     assert "10.00 obsids/s, 7.0 MB/s" in table
-    assert "windows written               5" in table
+    assert "windows written by it    5" in table
 
 
 def test_an_empty_run_has_no_rate():
     report = report_of([], skipped=3, seconds=0.0)
     assert report.planned == 0 and report.obsids_per_s == 0.0
+
+
+def test_a_rerun_summary_keeps_skipped_beside_this_runs_obsids():
+    """A re-run skips most obsids: that count must not read as a part of the few processed."""
+    lines = report_of(results()[3:], skipped=33).table().splitlines()
+    skipped = next(i for i, line in enumerate(lines) if line.startswith("obsids already complete"))
+    this_run = next(i for i, line in enumerate(lines) if line.startswith("obsids in this run"))
+    assert "33 (skipped)" in lines[skipped] and lines[this_run].endswith(" 2")
+    parts = lines[this_run + 1 : this_run + 5]
+    assert all(line.startswith("  ") for line in parts)  # the statuses of this run's 2 obsids
+    assert sum(int(re.search(r"\s{2,}(\d+)", line[2:])[1]) for line in parts) == 2
+
+
+def test_deferred_obsids_are_counted_and_shown_only_when_there_are_some():
+    assert "deferred" not in report_of(results()).table()
+    report = report_of([*results(), ObsResult("00000000006", DEFERRED, error="budget")])
+    assert (report.planned, report.deferred, report.failed) == (6, 1, 1)
+    assert "  deferred" in report.table()

@@ -141,7 +141,6 @@ def reference(world, tmp_path_factory):
             workers=1,
             progress=False,
             plan_options={"api_url": api.url, "roots": [str(tmp / "heasarc")]},
-            log=lambda line: None,
         )
     return report, xr.open_zarr(store).load()
 

@@ -1,17 +1,116 @@
-"""Command line: translates arguments into core calls and prints what happened."""
+"""Command line: translates arguments into core calls and says what happened.
+
+Results (tables, JSON, paths) go to stdout; log lines, progress and errors to stderr, one line
+each (-v adds tracebacks). Exit statuses:
+  0    done
+  1    it ran, but inputs failed: ingest (any file), process (its obsid), run/demo (every obsid)
+  2    a mistake in the command: a bad argument, a store or manifest that does not exist, an
+       output that cannot be written
+  3    stopped by an error it could not get past (a service or storage failing)
+  130  interrupted (Ctrl-C): workers stopped, finished obsids kept for the next run
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import logging
 import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from batglitch import __version__
+from batglitch import __version__, console
+from batglitch.errors import BatGlitchError, Interrupted
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+logger = logging.getLogger("batglitch.cli")
 
 
+class UsageError(BatGlitchError):
+    """A mistake in the command that only its user can fix (exit status 2)."""
+
+
+# what a user fixes by changing the command; anything else is an error it could not get past
+MISTAKES = (UsageError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+# -- argument types: a bad value ends the command before any work, with one line ---------------
+def utc_time(text: str) -> str:
+    """An ISO date or date-time (a `Z` or an offset is converted to UTC) as a naive UTC string."""
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO date or time (e.g. 2024-03-01 or 2024-03-01T06:00:00Z)"
+        ) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+    return moment.date().isoformat() if moment.time() == dt.time() else moment.isoformat()
+
+
+def count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def existing(what: str) -> Callable[[str], str]:
+    """A store or manifest a command reads: a typo must not become an empty archive."""
+
+    def parse(text: str) -> str:
+        from batglitch.sources.fetch import exists
+
+        if not exists(text):
+            raise argparse.ArgumentTypeError(f"no {what} at {text}")
+        return text
+
+    return parse
+
+
+def writable_file(text: str) -> str:
+    """An output file that can be written, checked before any work is done; missing folders
+    are made (as `make run` expects of out/)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory, not a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {exc.strerror}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {path.parent} is not writable")
+    return text
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are one line (its usage block is what --help is for)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# -- commands ----------------------------------------------------------------------------------
 def _files(inputs: Sequence[str]) -> list[str]:
     """Expand directories to the event files below them (the old workflow's download tree)."""
     found: list[str] = []
@@ -29,12 +128,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     archive = Archive(args.store)
     files = _files(args.inputs)
-    results = [ingest_file(f, archive, allow_uncalibrated=args.allow_uncalibrated) for f in files]
+    if not files:
+        raise UsageError(f"no event files (*.evt*) in {' '.join(args.inputs)}")
+    results = []
+    with console.Progress("event files", len(files), "file", enabled=args.progress) as bar:
+        for f in files:
+            results.append(ingest_file(f, archive, allow_uncalibrated=args.allow_uncalibrated))
+            bar.update()
     for f, r in zip(files, results, strict=True):
         print(f"{r.status:12s} {r.obsid:12s} {r.n_windows:5d} windows  {r.error or f}")
     summary = archive.finalize()
     print(f"{args.store}: {summary.n_windows} windows from {summary.n_obsids} obsids")
-    return 1 if any(r.status == FAILED for r in results) else 0  # scripts must notice
+    return EXIT_FAILED if any(r.status == FAILED for r in results) else EXIT_OK
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -52,7 +157,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     )
     truth = write_event_file(args.out, spec)
     print(f"{args.out}: glitches at {', '.join(f'{t:.3f}' for t in truth.glitch_times)}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -70,7 +175,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"--run-id {run.run_id} --index N   (N < {run.n_obsids}), then "
         f"batglitch finalize --store {run.store} --run-id {run.run_id}"
     )
-    return 0
+    return EXIT_OK
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -87,11 +192,10 @@ def cmd_process(args: argparse.Namespace) -> int:
     )
     entries = read_manifest(args.manifest)
     if not 0 <= index < len(entries):
-        print(f"index {index} outside the manifest's {len(entries)} entries", file=sys.stderr)
-        return 2
+        raise UsageError(f"index {index} outside the manifest's {len(entries)} entries")
     result = process_item(entries[index], Archive(args.store), args.run_id)
     print(json.dumps(result.to_dict()))
-    return 1 if result.status == FAILED else 0
+    return EXIT_FAILED if result.status == FAILED else EXIT_OK
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
@@ -101,57 +205,63 @@ def cmd_finalize(args: argparse.Namespace) -> int:
         from batglitch.pipeline.job import finalize_run
 
         print(finalize_run(args.store, args.run_id).table())
-        return 0
+        return EXIT_OK
     summary = Archive(args.store).finalize()
     print(f"{args.store}: {summary.n_windows} windows from {summary.n_obsids} obsids")
-    return 0
+    return EXIT_OK
 
 
-def _report_run(report, store: str, preview: str | None) -> int:
+def _report_run(args: argparse.Namespace, report, notes: Sequence[str] = ()) -> int:
     print(report.table())
-    print(f"archive: {store}   (xarray.open_zarr({store!r}))")
-    if preview:
+    for line in notes:
+        print(line)
+    print(f"archive: {args.store}   (batglitch.open_archive({args.store!r}))")
+    if args.preview:
         from batglitch.preview import write_preview
         from batglitch.store.reader import open_archive
 
-        write_preview(open_archive(store), preview)
-        print(f"preview: {preview}")
-    return 0 if report.failed < report.planned or report.planned == 0 else 1
+        write_preview(open_archive(args.store), args.preview)
+        print(f"preview: {args.preview}")
+    return EXIT_OK if report.failed < report.planned or report.planned == 0 else EXIT_FAILED
+
+
+def _run_options(args: argparse.Namespace) -> dict:
+    return {
+        "workers": args.workers, "limit": args.limit, "max_windows": args.max_windows,
+        "force": args.force, "progress": args.progress,
+    }  # fmt: skip
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from batglitch import pool
 
     report = pool.run(
-        args.begin, args.end, args.store, workers=args.workers, limit=args.limit,
-        force=args.force, plan_options={"slewing": args.slewing},
+        args.begin, args.end, args.store, plan_options={"slewing": args.slewing},
+        **_run_options(args),
     )  # fmt: skip
-    return _report_run(report, args.store, args.preview)
+    return _report_run(args, report)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole job offline: a fake Swift API and a fake HEASARC tree of synthetic event files."""
     from batglitch import pool
     from batglitch.standins import FakeSwiftAPI, demo_observations, fill_demo_heasarc
+    from batglitch.standins.demo import planted_problems
 
     if "://" in args.store:
-        print(
-            "demo writes its fake HEASARC tree next to the store: use a local --store",
-            file=sys.stderr,
-        )
-        return 2
+        raise UsageError("demo writes its fake HEASARC tree next to the store: use a local --store")
     observations = demo_observations(args.begin, args.end, args.obsids, args.seed)
     heasarc = str(Path(args.store).resolve().parent / "fake-heasarc")
-    print(f"writing {len(observations)} synthetic observations to {heasarc} ...")
+    logger.info("writing %d synthetic observations to %s", len(observations), heasarc)
     fill_demo_heasarc(heasarc, observations, args.seed)
     with FakeSwiftAPI(observations) as api:
-        print(f"fake Swift API at {api.url}")
+        logger.info("fake Swift API at %s", api.url)
         report = pool.run(
-            args.begin, args.end, args.store, workers=args.workers, limit=args.limit,
-            force=args.force,
+            args.begin, args.end, args.store,
             plan_options={"api_url": api.url, "roots": [heasarc], "slewing": args.slewing},
+            **_run_options(args),
         )  # fmt: skip
-    return _report_run(report, args.store, args.preview)
+    return _report_run(args, report, planted_problems(observations, report.results))
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -160,7 +270,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
     shown = write_preview(open_archive(args.store), args.out, n=args.n)
     print(f"{args.out}: {shown} windows")
-    return 0
+    return EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -174,85 +284,151 @@ def cmd_export(args: argparse.Namespace) -> int:
         trigger_type=data.trigger_type.astype(str),
     )  # fmt: skip
     print(f"{args.out}: X {data.X.shape} ({args.resolution})")
-    return 0
+    return EXIT_OK
+
+
+# -- the parser ----------------------------------------------------------------------------------
+def _output_options() -> argparse.ArgumentParser:
+    """-v/-q/--no-progress, accepted before or after the subcommand (SUPPRESS: a subcommand's
+    default never overwrites what was given before it)."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("output")
+    group.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="debug log lines and tracebacks")  # fmt: skip
+    group.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="only warnings, errors and results")  # fmt: skip
+    group.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress bars or progress log lines")  # fmt: skip
+    return common
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="batglitch", description=__doc__)
+    common = _output_options()
+    p = Parser(
+        prog="batglitch", description=__doc__, parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     p.add_argument("--version", action="version", version=__version__)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func, help: str) -> argparse.ArgumentParser:
-        s = sub.add_parser(name, help=help, description=help)
-        s.set_defaults(func=func)
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> Parser:
+        s = sub.add_parser(name, help=help, description=help, parents=[common])
+        s.set_defaults(func=func, subparser=s)
         return s
 
+    store_help = "archive: directory or s3://bucket/prefix"
     s = add("ingest", cmd_ingest, "archive event files you already have (paths, dirs or URLs)")
     s.add_argument("inputs", nargs="+")
-    s.add_argument("--store", required=True, help="archive: directory or s3://bucket/prefix")
+    s.add_argument("--store", required=True, help=store_help)
     s.add_argument("--allow-uncalibrated", action="store_true", help="accept GAINAPP = F files")
 
     s = add("synth", cmd_synth, "write a synthetic BAT event file (.evt.gz)")
-    s.add_argument("out")
+    s.add_argument("out", type=writable_file)
     s.add_argument("--obsid", default="00012345000")
     s.add_argument("--tstart", type=float, default=7.0e8)
-    s.add_argument("--duration", type=float, default=200.0)
-    s.add_argument("--rate", type=float, default=10_000.0, help="background rate, Hz")
-    s.add_argument("--glitches", type=int, default=10)
-    s.add_argument("--grbs", type=int, default=0)
+    s.add_argument("--duration", type=positive, default=200.0)
+    s.add_argument("--rate", type=positive, default=10_000.0, help="background rate, Hz")
+    s.add_argument("--glitches", type=count(0), default=10)
+    s.add_argument("--grbs", type=count(0), default=0)
     s.add_argument("--uncalibrated", action="store_true", help="write GAINAPP = F")
     s.add_argument("--seed", type=int, default=0)
+
+    def date_range(s: Parser) -> None:
+        s.add_argument("--begin", required=True, type=utc_time,
+                       help="UTC, ISO: 2024-03-01, 2024-03-01T06:00, ...Z")  # fmt: skip
+        s.add_argument("--end", required=True, type=utc_time, help="UTC, exclusive")
+        s.add_argument("--limit", type=count(1), default=None, help="process at most N obsids")
+        s.add_argument("--force", action="store_true", help="redo obsids already complete")
+        s.add_argument("--slewing", action="store_true", help="also the slewing event files")
 
     for name, func, help in (
         ("run", cmd_run, "plan, process and finalize a date range against the Swift services"),
         ("demo", cmd_demo, "the same job offline, on a fake Swift API and synthetic data"),
     ):
         s = add(name, func, help)
-        s.add_argument("--begin", required=True, help="UTC date, e.g. 2024-03-01")
-        s.add_argument("--end", required=True)
-        s.add_argument("--store", default="out/archive.zarr")
-        s.add_argument("--workers", type=int, default=2)
-        s.add_argument("--limit", type=int, default=None, help="process at most N obsids")
-        s.add_argument("--force", action="store_true", help="redo obsids already complete")
-        s.add_argument("--preview", default=None, help="also write this PNG")
-        s.add_argument("--slewing", action="store_true", help="also the slewing event files")
+        date_range(s)
+        s.add_argument("--store", default="out/archive.zarr", help=store_help)
+        s.add_argument("--workers", type=count(1), default=2)
+        s.add_argument("--max-windows", type=count(1), default=None, metavar="N",
+                       help="stop starting obsids (in trigger order) once N windows are archived")  # fmt: skip
+        s.add_argument("--preview", type=writable_file, default=None, help="also write this PNG")
         if name == "demo":
-            s.add_argument("--obsids", type=int, default=36, help="synthetic observations")
+            s.add_argument("--obsids", type=count(1), default=36, help="synthetic observations")
             s.add_argument("--seed", type=int, default=1)
 
     s = add("plan", cmd_plan, "plan a run: the range's obsids not yet complete, into a manifest")
-    s.add_argument("--begin", required=True)
-    s.add_argument("--end", required=True)
-    s.add_argument("--store", required=True)
-    s.add_argument("--force", action="store_true", help="include obsids already complete")
-    s.add_argument("--limit", type=int, default=None)
-    s.add_argument("--slewing", action="store_true", help="also the slewing event files")
+    date_range(s)
+    s.add_argument("--store", required=True, help=store_help)
 
     s = add("process", cmd_process, "process one manifest entry (container / array-job mode)")
-    s.add_argument("--manifest", required=True)
-    s.add_argument("--index", type=int, default=None)
-    s.add_argument("--store", required=True)
+    s.add_argument("--manifest", required=True, type=existing("manifest"))
+    s.add_argument("--index", type=count(0), default=None)
+    s.add_argument(
+        "--store", required=True, type=existing("archive"), help="an archive `plan` made"
+    )
     s.add_argument("--run-id", default=None, help="record the result for `finalize --run-id`")
 
     s = add("finalize", cmd_finalize, "rebuild the archive's training view from complete fragments")
-    s.add_argument("--store", required=True)
+    s.add_argument("--store", required=True, type=existing("archive"), help="an existing archive")
     s.add_argument("--run-id", default=None, help="also report on this run")
 
     s = add("preview", cmd_preview, "PNG of a few windows: DPIs and light curves")
-    s.add_argument("store")
-    s.add_argument("--out", default="preview.png")
-    s.add_argument("-n", type=int, default=6)
+    s.add_argument("store", type=existing("archive"))
+    s.add_argument("--out", type=writable_file, default="preview.png")
+    s.add_argument("-n", type=count(1), default=6, help="windows to show")
 
     s = add("export", cmd_export, "scikit-learn ready arrays (.npz): X, obsid, window_start")
-    s.add_argument("store")
-    s.add_argument("--out", required=True)
+    s.add_argument("store", type=existing("archive"))
+    s.add_argument("--out", required=True, type=writable_file)
     s.add_argument("--resolution", choices=("lowres", "original"), default="lowres")
     return p
 
 
+def _check(args: argparse.Namespace) -> None:
+    """What one argument's type cannot see."""
+    begin, end = getattr(args, "begin", None), getattr(args, "end", None)
+    if begin is not None and not dt.datetime.fromisoformat(begin) < dt.datetime.fromisoformat(end):
+        args.subparser.error(f"--begin {begin} must be before --end {end} (the end is exclusive)")
+
+
+def _interrupted(exc: BaseException) -> str:
+    if not isinstance(exc, Interrupted):
+        return "interrupted; obsids that finished are kept and the next run skips them"
+    published = (
+        f"`batglitch finalize --store {exc.store} --run-id {exc.run_id}` publishes them, or "
+        if exc.run_id
+        else ""
+    )
+    return (
+        f"interrupted: workers stopped; {len(exc.finished)} obsids finished and are kept, "
+        f"{exc.not_finished} not processed; nothing new is published yet: {published}"
+        "run the same command again to go on (finished obsids are skipped)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    p = parser()
+    args = p.parse_args(argv)
+    _check(args)
+    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    console.configure(level, verbose=verbose)
+    args.progress = not (quiet or getattr(args, "no_progress", False))
+    name = f"batglitch {args.command}"
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt as exc:  # errors.Interrupted is one as well
+        print(f"{name}: {_interrupted(exc)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        mistake = isinstance(exc, MISTAKES)
+        message = f"{name}: error: {exc if mistake else f'{type(exc).__name__}: {exc}'}"
+        if verbose:
+            traceback.print_exception(exc)
+        elif not mistake:
+            message += " (-v shows the traceback)"
+        print(message, file=sys.stderr)
+        return EXIT_USAGE if mistake else EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BatGlitchError(Exception):
     """Base class for every error this package raises on purpose."""
@@ -24,3 +26,23 @@ class EventFileError(BatGlitchError):
 
 class TransientError(BatGlitchError):
     """A remote service failed in a way a later retry may fix (timeouts, 5xx, throttling)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while workers ran: they are stopped; what finished stays stored.
+
+    A KeyboardInterrupt, so that no ``except Exception`` on the way up takes it for a failure.
+    finished: the results of the obsids that completed (ObsResult).
+    """
+
+    def __init__(
+        self,
+        finished: list[Any],
+        not_finished: int,
+        *,
+        run_id: str | None = None,
+        store: str | None = None,
+    ) -> None:
+        self.finished, self.not_finished = finished, not_finished
+        self.run_id, self.store = run_id, store
+        super().__init__(f"interrupted: {len(finished)} obsids finished, {not_finished} not")

@@ -11,11 +11,12 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from batglitch.pipeline.report import RunReport, summarize
-from batglitch.pipeline.worker import FAILED, ObsResult, failed, process_entry
+from batglitch.pipeline.worker import DEFERRED, FAILED, ObsResult, failed, process_entry
 from batglitch.sources.catalog import ObsEntry, plan, read_manifest, write_manifest
 from batglitch.store.archive import Archive, utc_now
 from batglitch.store.keys import (
@@ -108,6 +109,13 @@ def process_item(
         return result
     _record(archive, run_id, result)
     return result
+
+
+def defer_items(entries: Sequence[ObsEntry], archive: Archive, run_id: str, reason: str) -> None:
+    """Record entries a run chose not to start, so its report counts them as deferred, not as
+    workers that died; they have no completion marker, so the next plan picks them up."""
+    for entry in entries:
+        _record(archive, run_id, ObsResult(entry.obsid, DEFERRED, error=reason))
 
 
 def _record(archive: Archive, run_id: str | None, result: ObsResult) -> None:

@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from batglitch.pipeline.worker import DONE, FAILED, NO_GLITCHES, NOT_ARCHIVED, ObsResult
+from batglitch.pipeline.worker import (
+    DEFERRED,
+    DONE,
+    FAILED,
+    NO_GLITCHES,
+    NOT_ARCHIVED,
+    ObsResult,
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,7 @@ class RunReport:
     bytes_read: int
     seconds: float
     workers: int
+    deferred: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
 
@@ -39,14 +47,21 @@ class RunReport:
     def table(self) -> str:
         """The summary a person reads at the end of a run."""
         mb = self.bytes_read / 1e6
+        # what this run skipped sits beside what it processed, not under it: on a re-run the
+        # skipped count is the large one
         rows = [
-            ("obsids planned", f"{self.planned}"),
-            ("  already complete (skipped)", f"{self.skipped_complete}"),
-            ("  done (with glitches)", f"{self.done}"),
-            ("  no glitches", f"{self.no_glitches}"),
-            ("  not yet archived", f"{self.not_archived}"),
+            ("date range", f"{self.begin} .. {self.end}"),
+            ("obsids already complete", f"{self.skipped_complete} (skipped)"),
+            ("obsids in this run", f"{self.planned}"),
+            ("  with glitch windows", f"{self.done}"),
+            ("  without glitches", f"{self.no_glitches}"),
+            ("  not yet archived", f"{self.not_archived} (a later run retries them)"),
             ("  failed", f"{self.failed}"),
-            ("windows written", f"{self.windows}"),
+        ]
+        if self.deferred:
+            rows.append(("  deferred", f"{self.deferred} (window budget spent; a later run)"))
+        rows += [
+            ("windows written by it", f"{self.windows}"),
             ("event data read", f"{mb:.1f} MB"),
             ("wall time", f"{self.seconds:.1f} s with {self.workers} worker(s)"),
             (
@@ -72,7 +87,8 @@ def summarize(
     workers: int,
 ) -> RunReport:
     by_status = {
-        s: [r for r in results if r.status == s] for s in (DONE, NO_GLITCHES, NOT_ARCHIVED, FAILED)
+        s: [r for r in results if r.status == s]
+        for s in (DONE, NO_GLITCHES, NOT_ARCHIVED, FAILED, DEFERRED)
     }
     return RunReport(
         run_id=run_id,
@@ -85,6 +101,7 @@ def summarize(
         no_glitches=len(by_status[NO_GLITCHES]),
         not_archived=len(by_status[NOT_ARCHIVED]),
         failed=len(by_status[FAILED]),
+        deferred=len(by_status[DEFERRED]),
         windows=sum(r.n_windows for r in results),
         bytes_read=sum(r.bytes_read for r in results),
         seconds=seconds,

@@ -26,6 +26,7 @@ from batglitch.store.archive import Archive, Fragment
 from batglitch.store.keys import OBSID, validate_obsid
 
 DONE, NO_GLITCHES, NOT_ARCHIVED, FAILED = "done", "no_glitches", "not_archived", "failed"
+DEFERRED = "deferred"  # planned, not started: the run's window budget (--max-windows) was spent
 
 
 @dataclass(frozen=True)

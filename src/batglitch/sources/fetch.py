@@ -78,3 +78,9 @@ def write_atomically(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> N
         os.replace(tmp, path)
     else:
         fs.pipe_file(path, data)
+
+
+def exists(url: str) -> bool:
+    """Whether anything is at a URL (a file, a directory, an S3 object or prefix)."""
+    fs, path = fsspec.url_to_fs(url, **storage_options_for(url))
+    return bool(fs.exists(path))

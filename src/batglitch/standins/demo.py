@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -30,3 +31,26 @@ def fill_demo_heasarc(
 ) -> None:
     """Synthetic event files with a handful of glitches and one GRB each, in the HEASARC layout."""
     fill_heasarc(root_url, observations, storage_options, seed=seed, n_glitches=4, n_grbs=1)
+
+
+def planted_problems(
+    observations: Sequence[FakeObservation], results: Sequence[dict[str, Any]]
+) -> list[str]:
+    """Say which of a run's bad outcomes the demo planted, so a first run does not read as broken."""
+    statuses = {r["obsid"]: r["status"] for r in results}
+    corrupt = [o.obsid for o in observations if o.corrupt and statuses.get(o.obsid) == "failed"]
+    missing = [
+        o.obsid for o in observations if not o.archived and statuses.get(o.obsid) == "not_archived"
+    ]
+    lines = []
+    if corrupt:
+        lines.append(
+            f"demo: failed {', '.join(corrupt)} on purpose: the demo truncates that event file, "
+            "as a real run meets the odd bad file; it is reported and skipped, the rest lands"
+        )
+    if missing:
+        lines.append(
+            f"demo: not yet archived {', '.join(missing)} on purpose: real observations reach "
+            "the archive days after GUANO lists them; a later run processes them"
+        )
+    return lines
