@@ -54,6 +54,8 @@ def window_table(n: int, seed: int, t0: float = 7.0e8) -> WindowTable:
         dpi=rng.poisson(0.02, (n, N_DETX, N_DETY)).astype(np.uint16),
         dpi_lowres=rng.poisson(2.0, (n, 16, 16, 2)).astype(np.uint16),
         lightcurve=rng.poisson(30, (n, 64)).astype(np.int32),
+        lightcurve_low=rng.poisson(20, (n, 64)).astype(np.int32),
+        lightcurve_high=rng.poisson(5, (n, 64)).astype(np.int32),
     )
 
 

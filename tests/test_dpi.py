@@ -345,3 +345,24 @@ def test_random_cases_match_reference(events):
     rows = reference_rows(events.time, events.detx, events.dety, events.energy, events.gti)
     event("some window flagged" if rows else "nothing flagged")
     assert_parity(table, rows)
+
+
+def test_band_light_curves_are_the_detections_bands(tmp_path):
+    """lightcurve_low / _high count what the detection's z-scores count, bin for bin."""
+    path = tmp_path / "sw.evt.gz"
+    write_event_file(path, SynthSpec(duration=20.0, rate_hz=4000.0, n_glitches=2, seed=12))
+    events = time_sorted(parse_events(path.read_bytes(), str(path)))
+    table = glitch_table(events)
+    assert len(table) > 0
+    config = DetectionConfig()
+    half = config.lightcurve_bins // 2
+    t0 = table.window_start + config.pad_s
+    edges = t0[:, None] + (np.arange(config.lightcurve_bins + 1) - half) * config.bin_s
+    for band, keep in (
+        (table.lightcurve_low, events.energy <= config.low_energy_max_kev),
+        (table.lightcurve_high, events.energy > config.high_energy_min_kev),
+    ):
+        expected = [np.histogram(events.time[keep], e)[0][:-1] for e in edges]
+        assert np.array_equal(band[:, :-1], np.array(expected))  # the last bin: histogram closes it
+    assert (table.lightcurve_low[:, half] > table.lightcurve_high[:, half]).all()  # a glitch
+    assert (table.lightcurve_low + table.lightcurve_high <= table.lightcurve).all()

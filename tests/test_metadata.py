@@ -22,6 +22,8 @@ def table(starts: list[float]) -> WindowTable:
         dpi=np.zeros((n, N_DETX, N_DETY), np.uint16),
         dpi_lowres=np.zeros((n, 16, 16, 2), np.uint16),
         lightcurve=np.zeros((n, 64), np.int32),
+        lightcurve_low=np.zeros((n, 64), np.int32),
+        lightcurve_high=np.zeros((n, 64), np.int32),
     )
 
 

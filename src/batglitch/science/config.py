@@ -9,6 +9,18 @@ import numpy as np
 
 N_DETX = 286
 N_DETY = 173
+# BAT geometry (DESIGN.md): 16 x 16 sandwiches of 16 (x) by 8 (y) detectors, pitch 18 in x and 11
+# in y; the rest of the 286 x 173 plane is gaps between sandwiches.
+N_SIDE = 16  # sandwiches per side of the plane
+SANDWICH_NX, SANDWICH_NY = 16, 8  # detectors per sandwich
+PITCH_X, PITCH_Y = 18, 11
+
+
+def detector_plane() -> np.ndarray:
+    """(286, 173) bool [DETX, DETY]: True where a detector sits, False in the gaps."""
+    x = np.arange(N_DETX) % PITCH_X < SANDWICH_NX
+    y = np.arange(N_DETY) % PITCH_Y < SANDWICH_NY
+    return x[:, None] & y[None, :]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,13 @@ import numpy as np
 from batglitch.errors import EventFileError
 from batglitch.science.config import N_DETX, N_DETY, DetectionConfig, edges_array
 from batglitch.science.events import EventList
-from batglitch.science.glitches import Windows, find_windows, light_curves, time_sorted
+from batglitch.science.glitches import (
+    Windows,
+    band_times,
+    find_windows,
+    light_curves,
+    time_sorted,
+)
 
 DPI_DTYPE = np.uint16
 PLANE = N_DETX * N_DETY
@@ -36,6 +42,8 @@ class WindowTable:
     dpi: np.ndarray  # uint16 (n, 286, 173) [DETX, DETY]
     dpi_lowres: np.ndarray  # uint16 (n, 16, 16, 2) [sand_y, sand_x, band]
     lightcurve: np.ndarray  # int32 (n, lightcurve_bins), 16 ms context around the flagged bin
+    lightcurve_low: np.ndarray  # the same in the detection's low band (<= 25 keV)
+    lightcurve_high: np.ndarray  # and in its high band (> 50 keV)
 
     def __len__(self) -> int:
         return len(self.window_start)
@@ -78,6 +86,7 @@ def window_images(events: EventList, windows: Windows, config: DetectionConfig) 
     x_lut = bin_index(np.arange(N_DETX, dtype=np.float64), edges_array(config.lowres_x_edges))
     y_lut = bin_index(np.arange(N_DETY, dtype=np.float64), edges_array(config.lowres_y_edges))
     energy_edges = edges_array(config.lowres_energy_edges)
+    low, high = band_times(events, config)
     lowres_size = int(np.prod(lowres_shape))
     for lo in range(0, n, BATCH):
         sl = slice(lo, min(lo + BATCH, n))
@@ -106,4 +115,6 @@ def window_images(events: EventList, windows: Windows, config: DetectionConfig) 
         dpi=dpi,
         dpi_lowres=lowres,
         lightcurve=light_curves(events.time, windows.t0[keep], config),
+        lightcurve_low=light_curves(low, windows.t0[keep], config),
+        lightcurve_high=light_curves(high, windows.t0[keep], config),
     )

@@ -67,11 +67,18 @@ def zscores(counts: np.ndarray) -> np.ndarray:
         return (counts - counts.mean()) / counts.std()
 
 
+def band_times(events: EventList, config: DetectionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Times of the events in the detection's low (<= 25 keV) and high (> 50 keV) bands."""
+    return (
+        events.time[events.energy <= config.low_energy_max_kev],
+        events.time[events.energy > config.high_energy_min_kev],
+    )
+
+
 def find_windows(events: EventList, config: DetectionConfig | None = None) -> Windows:
     """Flag glitch bins in every GTI of time-sorted events and return their 64 ms windows."""
     config = config or DetectionConfig()
-    low_times = events.time[events.energy <= config.low_energy_max_kev]
-    high_times = events.time[events.energy > config.high_energy_min_kev]
+    low_times, high_times = band_times(events, config)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for start, stop in events.gti:
         edges = bin_edges(start, stop, config)
@@ -97,7 +104,8 @@ def find_windows(events: EventList, config: DetectionConfig | None = None) -> Wi
 
 
 def light_curves(sorted_time: np.ndarray, t0: np.ndarray, config: DetectionConfig) -> np.ndarray:
-    """All-energy counts in ``lightcurve_bins`` 16 ms bins centred on each flagged bin.
+    """Counts of the given (sorted) event times in ``lightcurve_bins`` 16 ms bins centred on
+    each flagged bin; bin lightcurve_bins // 2 is the flagged one.
 
     Context for people and models looking at a window; not part of the reference output.
     """

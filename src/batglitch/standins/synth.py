@@ -33,15 +33,21 @@ import numpy as np
 from astropy.io import fits
 from isal import igzip
 
-from batglitch.science.config import N_DETX, N_DETY, DetectionConfig
+from batglitch.science.config import (
+    N_DETX,
+    N_DETY,
+    N_SIDE,
+    PITCH_X,
+    PITCH_Y,
+    SANDWICH_NX,
+    SANDWICH_NY,
+    DetectionConfig,
+)
 from batglitch.science.glitches import bin_edges
 
 TICK_S = 1e-4  # BAT event time resolution
 UTCF_S = -25.0  # UTC - MET clock offset of the late 2010s-2020s (UTC = 2001-01-01 + MET + UTCF)
 MET_EPOCH = datetime(2001, 1, 1, tzinfo=UTC)
-N_SIDE = 16  # sandwiches per side of the plane
-SANDWICH_NX, SANDWICH_NY = 16, 8  # detectors per sandwich
-PITCH_X, PITCH_Y = 18, 11
 N_DETECTORS = N_SIDE * N_SIDE * SANDWICH_NX * SANDWICH_NY  # 32,768
 
 # Background count spectrum: (lo keV, hi keV, photon index, weight). Nearly flat to ~30 keV, then

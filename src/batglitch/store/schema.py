@@ -60,6 +60,8 @@ WINDOW_COLUMNS: dict[str, Column] = {
         ("sand_y", "sand_x", "energy_band"),
     ),
     "lightcurve": Column("int32", "all-energy counts in 16 ms bins", ("lc_bin",)),
+    "lightcurve_low": Column("int32", "counts <= 25 keV in 16 ms bins", ("lc_bin",)),
+    "lightcurve_high": Column("int32", "counts > 50 keV in 16 ms bins", ("lc_bin",)),
     "window_start": Column("float64", "window start, MET (TT)", units="s"),
     "window_stop": Column("float64", "window stop, MET (TT)", units="s"),
     "snr_low": Column("float64", "z-score of the flagged bin, <= 25 keV"),
