@@ -20,6 +20,7 @@ from matplotlib.image import imread
 
 import batglitch as batglitch_package
 from batglitch.cli import main, utc_time
+from batglitch.preview import DPI, ROW_IN, WIDTH_IN
 from batglitch.standins import FakeSwiftAPI, fake_observations, fill_heasarc
 from batglitch.store.archive import Archive
 from batglitch.store.reader import open_archive
@@ -88,7 +89,7 @@ def test_preview_writes_a_real_image(store, tmp_path, capsys):
     assert main(["preview", store, "--out", str(out), "-n", "3"]) == 0
     assert f"{out}: 3 windows" in capsys.readouterr().out
     image = imread(out)
-    assert image.shape == (round(3 * 2.6 * 90), 15 * 90, 4)
+    assert image.shape == (round(3 * ROW_IN * DPI), round(WIDTH_IN * DPI), 4)
     assert image[..., :3].std() > 0.05
 
 
@@ -155,7 +156,7 @@ def test_run_command_plans_processes_finalizes_and_previews(services, tmp_path):
     assert main(argv) == 0
     report = last_report()
     assert (report["planned"], report["done"], report["not_archived"]) == (3, 2, 1)
-    assert imread(png).shape[1] == 15 * 90
+    assert imread(png).shape[1] == round(WIDTH_IN * DPI)
     shutil.rmtree(tmp_path / "heasarc")  # nothing left to read: only the complete are skipped
     assert main(argv) == 0
     report = last_report()
