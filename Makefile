@@ -4,7 +4,7 @@ PY ?= $(shell scripts/find_python.sh)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-STORE ?= out/archive.zarr
+STORE ?= out/archive
 PREVIEW ?= $(dir $(STORE))preview.png
 BEGIN ?= 2024-03-01
 # END is exclusive: the default is all of March 2024
@@ -52,9 +52,10 @@ run-local: $(STAMP) localstack
 stop-local:
 	scripts/localstack.sh stop
 
-bench: $(STAMP)
+bench: $(STAMP) localstack
 	$(BIN)/python benchmarks/bench_core.py
 	$(BIN)/python benchmarks/bench_run.py
+	PYTHONPATH=infra $(BIN)/python benchmarks/bench_store.py
 
 image-test: $(STAMP) localstack
 	scripts/image_test.sh

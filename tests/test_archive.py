@@ -1,9 +1,9 @@
-"""The archive: fragments written without coordination, the root view that finalize builds, and the
-contract downstream readers rely on (plain zarr / xarray, reference DPI layout, provenance)."""
+"""The archive: fragments written without coordination, published as Icechunk versions, and the
+contract downstream readers rely on (plain icechunk + xarray, reference DPI layout, provenance)."""
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 import os
 import pickle
 import signal
@@ -11,28 +11,31 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import fields
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import icechunk
 import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from hypothesis import given
+from hypothesis import strategies as st
 from reference import reference_file
 
-from batglitch.errors import BatGlitchError, TransientError
+from batglitch.errors import BatGlitchError
 from batglitch.pipeline.worker import DONE, NO_GLITCHES, ingest_file
-from batglitch.science.config import N_DETX, N_DETY, DetectionConfig
-from batglitch.science.dpi import WindowTable
-from batglitch.science.metadata import window_metadata
+from batglitch.science.config import DetectionConfig
+from batglitch.standins.rows import fragment
 from batglitch.standins.synth import UTCF_S, SynthSpec, write_event_file
-from batglitch.store.archive import LEASE_STALE_S, Archive, Fragment
-from batglitch.store.keys import FRAGMENTS, LEASE, MARKERS
+from batglitch.store.archive import Archive, Fragment
+from batglitch.store.keys import FRAGMENTS, PENDING, marker_key, new_attempt_id
+from batglitch.store.publish import place
 from batglitch.store.reader import open_archive, training_set
+from batglitch.store.schema import WINDOW_COLUMNS
 
 MET_EPOCH = datetime(2001, 1, 1)
-# Written out of obsid order on purpose: the view must come out sorted anyway.
+# Written out of obsid order on purpose.
 SPECS = (
     SynthSpec(obsid="00031000002", tstart=7.1e8, duration=90.0, rate_hz=500.0, n_glitches=3, seed=2),
     SynthSpec(obsid="00031000001", tstart=7.0e8, duration=90.0, rate_hz=500.0, n_glitches=2,
@@ -41,81 +44,65 @@ SPECS = (
 )  # fmt: skip
 
 
-def window_table(n: int, seed: int, t0: float = 7.0e8) -> WindowTable:
-    """Made-up rows (no event file behind them), start times deliberately out of order."""
-    rng = np.random.default_rng(seed)
-    start = t0 + rng.permutation(n) * 0.016
-    return WindowTable(
-        window_start=start,
-        window_stop=start + 0.064,
-        snr_low=rng.uniform(10, 40, n),
-        snr_ratio=rng.uniform(3, 30, n),
-        n_events=rng.integers(100, 900, n),
-        dpi=rng.poisson(0.02, (n, N_DETX, N_DETY)).astype(np.uint16),
-        dpi_lowres=rng.poisson(2.0, (n, 16, 16, 2)).astype(np.uint16),
-        lightcurve=rng.poisson(30, (n, 64)).astype(np.int32),
-        lightcurve_low=rng.poisson(20, (n, 64)).astype(np.int32),
-        lightcurve_high=rng.poisson(5, (n, 64)).astype(np.int32),
-    )
-
-
-def fragment(obsid: str, n: int, seed: int = 0, config: DetectionConfig | None = None) -> Fragment:
-    """One obsid's made-up rows, handed to the store the way the worker hands them."""
-    table = window_table(n, seed)
-    source = f"/data/sw{obsid}bevshpo_uf.evt.gz"
-    return Fragment(
-        obsid=obsid,
-        rows={
-            **{f.name: getattr(table, f.name) for f in fields(table)},
-            **window_metadata(table, utcf=-25.0),
-            "source_file": np.full(n, source),
-        },
-        source=source,
-        size=1234,
-        etag=None,
-        config=(config or DetectionConfig()).as_attrs(),
-    )
+def plain_open(store: str) -> xr.Dataset:
+    """The README's one line for readers with only icechunk and xarray installed."""
+    storage = icechunk.local_filesystem_storage(f"{store}/repo")
+    session = icechunk.Repository.open(storage).readonly_session("main")
+    return xr.open_zarr(session.store, consolidated=False)
 
 
 def rows_of(ds: xr.Dataset, obsid: str) -> xr.Dataset:
     return ds.isel(window=np.flatnonzero(ds.obsid.values == obsid))
 
 
-def attempts(archive: Archive, obsid: str) -> list[str]:
-    folder = Path(archive.path(f"{FRAGMENTS}/{obsid}"))
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+def expected_rows(frag: Fragment, name: str) -> np.ndarray:
+    """An obsid's rows as the archive holds them: in window_start order."""
+    return frag.rows[name][np.argsort(frag.rows["window_start"], kind="stable")]
+
+
+def leftovers(archive: Archive) -> list[str]:
+    """Fragment and marker objects still in the store (publish clears what it consumed)."""
+    root = Path(archive.path(""))
+    return sorted(
+        str(p.relative_to(root))
+        for prefix in (FRAGMENTS, PENDING)
+        for p in (root / prefix).rglob("*")
+        if p.is_file()
+    )
 
 
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory) -> tuple[str, dict[str, Path], list]:
-    """An archive made from synthetic event files through the worker, finalized."""
+    """An archive made from synthetic event files through the worker, published."""
     root = tmp_path_factory.mktemp("contract")
     files = {}
     for spec in SPECS:
         files[spec.obsid] = root / f"sw{spec.obsid}bevshpo_uf.evt.gz"
         write_event_file(files[spec.obsid], spec)
-    store = str(root / "archive.zarr")
+    store = str(root / "archive")
     archive = Archive(store)
     results = [ingest_file(str(path), archive) for path in files.values()]
-    archive.finalize()
+    archive.publish()
     return store, files, results
 
 
-def test_ingested_files_become_fragments_with_markers(ingested):
+def test_ingested_files_are_published_with_their_provenance(ingested):
     store, files, results = ingested
     assert [r.status for r in results] == [DONE, DONE, NO_GLITCHES]
-    markers = Archive(store).markers()
-    assert sorted(markers) == sorted(files)
+    archive = Archive(store)
+    completions = archive.completions()
+    assert sorted(completions) == sorted(files)
     for r in results:
-        assert markers[r.obsid]["n_windows"] == r.n_windows
-        assert markers[r.obsid]["source"] == str(files[r.obsid])
-        assert markers[r.obsid]["size"] == files[r.obsid].stat().st_size
+        done = completions[r.obsid]
+        assert done.n_windows == r.n_windows and done.source == str(files[r.obsid])
+        assert done.size == files[r.obsid].stat().st_size and not done.from_quicklook
+    assert leftovers(archive) == []  # consumed fragments and markers are cleared
 
 
 def test_view_rows_equal_the_reference_workflow(ingested):
     """Same windows, same numbers, and dpi[i].ravel() == np.ravel(reference array)."""
     store, files, _ = ingested
-    ds = xr.open_zarr(store)
+    ds = plain_open(store)
     for obsid, path in files.items():
         expected = reference_file(path)
         got = rows_of(ds, obsid)
@@ -131,7 +118,7 @@ def test_view_rows_equal_the_reference_workflow(ingested):
 
 def test_view_follows_the_contract_for_plain_readers(ingested):
     store, files, _ = ingested
-    ds = xr.open_zarr(store)  # plain xarray, no project code
+    ds = plain_open(store)  # icechunk + xarray, no project code
     n = ds.sizes["window"]
     assert ds.dpi.dims == ("window", "detx", "dety")
     assert ds.dpi.shape == (n, 286, 173)
@@ -142,19 +129,15 @@ def test_view_follows_the_contract_for_plain_readers(ingested):
     assert ds.n_events.dims == ("window",) and np.issubdtype(ds.n_events.dtype, np.integer)
     assert np.array_equal(ds.n_events.values, ds.dpi.values.sum(axis=(1, 2)))
     assert ds.attrs["n_windows"] == n and ds.attrs["algorithm"] == DetectionConfig().as_attrs()
+    assert ds.dpi.attrs["long_name"] and ds.window_start.attrs["units"] == "s"
 
-    group = zarr.open_group(store, mode="r")  # plain zarr
-    assert group.metadata.consolidated_metadata is not None
-    assert {"dpi", "dpi_lowres", "obsid", "window_start"} <= set(
-        group.metadata.consolidated_metadata.metadata
-    )
+    session = icechunk.Repository.open(icechunk.local_filesystem_storage(f"{store}/repo"))
+    group = zarr.open_group(session.readonly_session("main").store, mode="r")  # plain zarr
     assert group["dpi"].shape == (n, 286, 173)
     # Variable-length UTF-8 strings, not fixed-width numpy unicode (no v3 spec for that).
     for name in ("obsid", "trigger_type", "source_file", "fragment_obsid"):
-        meta = json.loads(Path(store, name, "zarr.json").read_text())
-        assert meta["data_type"] == "string", name
-    obsids = group["obsid"][...]
-    assert all(len(o) == 11 and o.isdigit() for o in obsids)
+        assert group[name].metadata.to_dict()["data_type"] == "string", name
+    assert all(len(o) == 11 and o.isdigit() for o in group["obsid"][...])
 
     # One fragment row per complete obsid, the glitch-free one included.
     assert sorted(ds.fragment_obsid.values) == sorted(files)
@@ -162,15 +145,18 @@ def test_view_follows_the_contract_for_plain_readers(ingested):
     assert by_obsid["00031000003"] == 0
 
 
-def test_view_rows_are_sorted_by_obsid_then_window_start(ingested):
-    ds = xr.open_zarr(ingested[0])
+def test_rows_come_in_publish_order_and_sort_in_one_line(ingested):
+    ds = open_archive(ingested[0])
     keys = list(zip(ds.obsid.values, ds.window_start.values, strict=True))
-    assert keys == sorted(keys)
     assert len(set(keys)) == len(keys)
+    # one publish: obsid order, window_start order within an obsid
+    assert keys == sorted(keys)
+    ordered = ds.sortby(["obsid", "window_start"])  # the documented sorted view
+    assert list(zip(ordered.obsid.values, ordered.window_start.values, strict=True)) == keys
 
 
 def test_utc_coordinates_decode_to_epoch_plus_met_plus_utcf(ingested):
-    ds = xr.open_zarr(ingested[0])
+    ds = open_archive(ingested[0])
     assert ds.window_start_utc.dtype.kind == "M"
     for met, utc in zip(ds.window_start.values, ds.window_start_utc.values, strict=True):
         expected = np.datetime64(MET_EPOCH + timedelta(seconds=float(met) + UTCF_S), "ns")
@@ -180,7 +166,7 @@ def test_utc_coordinates_decode_to_epoch_plus_met_plus_utcf(ingested):
     assert np.isnat(ds.trigger_time_utc.values).all()
 
 
-def test_training_set_feeds_a_scikit_learn_estimator(ingested):
+def test_training_set_feeds_a_scikit_learn_estimator_and_names_its_version(ingested):
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
 
@@ -192,6 +178,7 @@ def test_training_set_feeds_a_scikit_learn_estimator(ingested):
     original = training_set(ds, "original")
     assert original.X.shape == (n, 286 * 173)
     assert np.array_equal(original.X[-1], ds.dpi[-1].values.ravel())
+    assert data.version == ds.attrs["snapshot_id"] == Archive(ingested[0]).versions()[0].snapshot_id
 
     labels = data.obsid == data.obsid[0]  # any two classes will do to show the shapes fit
     model = LogisticRegression(max_iter=200).fit(data.X, labels)
@@ -201,90 +188,114 @@ def test_training_set_feeds_a_scikit_learn_estimator(ingested):
 
 
 def test_empty_archive_still_opens(tmp_path):
-    archive = Archive(str(tmp_path / "empty.zarr"))
-    summary = archive.finalize()
+    archive = Archive(str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="no archive has been published"):
+        open_archive(archive.url)
+    summary = archive.publish()
     assert (summary.n_obsids, summary.n_windows) == (0, 0)
-    ds = xr.open_zarr(archive.url)
+    ds = plain_open(archive.url)
     assert ds.sizes["window"] == 0 and ds.dpi.shape == (0, 286, 173)
-
-    # An observation without glitches is complete but adds no rows.
-    archive.write_fragment(fragment("00000000007", 0))
-    assert archive.finalize().n_obsids == 1
-    ds = open_archive(archive.url)
-    assert ds.sizes["window"] == 0 and list(ds.fragment_obsid.values) == ["00000000007"]
-    assert attempts(archive, "00000000007") == []  # nothing to write but the marker
-
-
-def test_training_set_of_an_empty_archive(tmp_path):
-    archive = Archive(str(tmp_path / "empty.zarr"))
-    archive.finalize()
-    ds = open_archive(archive.url)
     assert training_set(ds).X.shape == (0, 16 * 16 * 2)
     assert training_set(ds, "original").X.shape == (0, 286 * 173)
 
-
-def test_rerun_supersedes_an_obsid_and_prunes_the_old_attempt(tmp_path):
-    archive = Archive(str(tmp_path / "a.zarr"))
-    archive.write_fragment(fragment("00000000001", 5, seed=1))
-    archive.write_fragment(fragment("00000000002", 3, seed=2))
-    first = archive.markers()["00000000001"]["attempt"]
-    newer = fragment("00000000001", 4, seed=3)
-    archive.write_fragment(newer)
-    assert archive.markers()["00000000001"]["attempt"] > first
-
-    summary = archive.finalize()
-    assert (summary.n_obsids, summary.n_windows, summary.pruned) == (2, 7, 1)
+    # An observation without glitches is complete but adds no rows: a marker, no fragment.
+    archive.write_fragment(fragment("00000000007", 0))
+    assert leftovers(archive) == [marker_key("00000000007", archive.pending()[0]["attempt"])]
+    assert archive.publish().n_obsids == 1
     ds = open_archive(archive.url)
-    rows = rows_of(ds, "00000000001")
-    order = np.argsort(newer.rows["window_start"])
-    assert np.array_equal(rows.window_start.values, newer.rows["window_start"][order])
-    assert np.array_equal(rows.dpi.values, newer.rows["dpi"][order])
-    assert np.array_equal(rows.lightcurve.values, newer.rows["lightcurve"][order])
-    assert attempts(archive, "00000000001") == [archive.markers()["00000000001"]["attempt"]]
+    assert ds.sizes["window"] == 0 and list(ds.fragment_obsid.values) == ["00000000007"]
 
 
-def test_finalize_refuses_fragments_of_different_configurations(tmp_path):
-    archive = Archive(str(tmp_path / "a.zarr"))
+@given(
+    n_rows=st.integers(0, 40),
+    data=st.data(),
+    n_new=st.integers(0, 40),
+)
+def test_placement_keeps_every_live_row_once_and_moves_only_what_it_must(n_rows, data, n_new):
+    dropped = np.array(
+        sorted(data.draw(st.sets(st.integers(0, max(n_rows - 1, 0)))) if n_rows else [])
+    )
+    dropped = dropped.astype(np.int64)
+    p = place(n_rows, dropped, n_new)
+    live = np.setdiff1d(np.arange(n_rows), dropped)
+    assert p.length == len(live) + n_new
+    assert len(p.move_from) == len(p.move_to) <= max(len(dropped) - n_new, 0)
+    # after the moves, the live rows sit at: their own index, or where they were moved to
+    kept = np.setdiff1d(live, p.move_from)
+    final = np.concatenate([kept, p.move_to, p.targets])
+    assert sorted(final.tolist()) == list(range(p.length))  # dense, nothing twice
+    assert set(p.move_to) <= set(dropped.tolist())  # only dropped slots are overwritten
+    assert set(p.targets.tolist()) <= set(dropped.tolist()) | set(range(n_rows, p.length))
+
+
+def test_a_rerun_replaces_an_obsids_rows_and_touches_no_other(tmp_path):
+    archive = Archive(str(tmp_path / "a"))
+    first = {
+        f"0000000000{i}": fragment(f"0000000000{i}", n, seed=i) for i, n in [(1, 5), (2, 3), (3, 4)]
+    }
+    for frag in first.values():
+        archive.write_fragment(frag)
+    archive.publish()
+    before = open_archive(archive.url).load()
+    newer = {  # fewer rows than before (rows move in), and more (rows are appended)
+        "00000000001": fragment("00000000001", 2, seed=11),
+        "00000000003": fragment("00000000003", 6, seed=13),
+    }
+    archive.write_fragment(fragment("00000000001", 9, seed=99))  # superseded by the next one
+    for frag in newer.values():
+        archive.write_fragment(frag)
+    summary = archive.publish()
+    assert (summary.n_obsids, summary.n_windows, summary.added, summary.replaced) == (3, 11, 0, 2)
+    ds = open_archive(archive.url)
+    for obsid, frag in {**first, **newer}.items():
+        rows = rows_of(ds, obsid)
+        for name in ("window_start", "dpi", "lightcurve", "n_events"):
+            assert np.array_equal(rows[name].values, expected_rows(frag, name)), (obsid, name)
+    assert same_rows(rows_of(ds, "00000000002"), rows_of(before, "00000000002"))
+    table = archive.completions()
+    assert table["00000000001"].n_windows == 2 and table["00000000003"].n_windows == 6
+    assert leftovers(archive) == []
+
+
+def test_publish_refuses_fragments_of_different_configurations(tmp_path):
+    archive = Archive(str(tmp_path / "a"))
     archive.write_fragment(fragment("00000000001", 2, seed=1))
-    archive.finalize()
+    archive.publish()
     archive.write_fragment(
         fragment("00000000002", 2, seed=2, config=DetectionConfig(z_low_min=8.0))
     )
     with pytest.raises(BatGlitchError, match="different algorithm configurations"):
-        archive.finalize()
-    # The refused finalize left the previous view as it was.
+        archive.publish()
+    # The refused publish left the previous version as it was.
     assert list(np.unique(open_archive(archive.url).obsid.values)) == ["00000000001"]
+    assert len(archive.versions()) == 1
     # Re-running the odd one out with the common configuration resolves it.
     archive.write_fragment(fragment("00000000002", 2, seed=2))
-    assert archive.finalize().n_obsids == 2
+    assert archive.publish().n_obsids == 2
 
 
-# Runs in a child process: writes a fragment, and stalls right after its first chunk reached the
-# store, so that the parent can SIGKILL it half-way through a write at a known point.
+# Runs in a child process: writes a fragment, and stalls after its rows reached the store but
+# before its marker did, so that the parent can SIGKILL it at that point.
 STALLING_WRITER = textwrap.dedent(
     """
     import pickle, sys, time
     from pathlib import Path
-    import zarr.storage
     from batglitch.store.archive import Archive
 
     store, fragment_file, flag = sys.argv[1:4]
-    real_set = zarr.storage.LocalStore.set
 
-    async def set_then_stall(self, key, value):
-        await real_set(self, key, value)
-        if "/c/" in key:
-            Path(flag).touch()
-            time.sleep(600)
+    def stall(self, key, value):
+        Path(flag).touch()
+        time.sleep(600)
 
-    zarr.storage.LocalStore.set = set_then_stall
+    Archive.put_json = stall
     Archive(store).write_fragment(pickle.loads(Path(fragment_file).read_bytes()))
     """
 )
 
 
 def kill_mid_write(store: str, big: Fragment, tmp_path: Path) -> None:
-    fragment_file, flag = tmp_path / "fragment.pickle", tmp_path / "first-chunk-written"
+    fragment_file, flag = tmp_path / "fragment.pickle", tmp_path / "rows-written"
     fragment_file.write_bytes(pickle.dumps(big))
     child = subprocess.Popen(
         [sys.executable, "-c", STALLING_WRITER, store, str(fragment_file), str(flag)]
@@ -292,8 +303,8 @@ def kill_mid_write(store: str, big: Fragment, tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 60
         while not flag.exists():
-            assert child.poll() is None, "the writer ended before writing a chunk"
-            assert time.monotonic() < deadline, "no chunk written within 60 s"
+            assert child.poll() is None, "the writer ended before writing its rows"
+            assert time.monotonic() < deadline, "no rows written within 60 s"
             time.sleep(0.05)
         os.kill(child.pid, signal.SIGKILL)
     finally:
@@ -302,116 +313,132 @@ def kill_mid_write(store: str, big: Fragment, tmp_path: Path) -> None:
 
 
 def test_worker_killed_mid_write_leaves_nothing_visible_and_a_rerun_completes(tmp_path):
-    archive = Archive(str(tmp_path / "a.zarr"))
+    archive = Archive(str(tmp_path / "a"))
     archive.write_fragment(fragment("00000000001", 3, seed=1))
-    big = fragment("00000000002", 200, seed=2)  # 7 chunks of dpi
+    big = fragment("00000000002", 200, seed=2)
     kill_mid_write(archive.url, big, tmp_path)
 
-    [dead] = attempts(archive, "00000000002")
-    written = [p for p in Path(archive.path(f"{FRAGMENTS}/00000000002/{dead}")).rglob("*")]
-    assert any("/c/" in str(p) for p in written)  # really killed half-way
-    assert not Path(archive.path(f"{MARKERS}/00000000002")).exists()
-    assert archive.completed_obsids() == {"00000000001"}
-
-    summary = archive.finalize()  # default grace: the attempt might belong to a live worker
+    [dead] = [key for key in leftovers(archive) if "/00000000002/" in key]
+    assert dead.startswith(f"{FRAGMENTS}/00000000002/")  # its rows, and no marker
+    summary = archive.publish()  # default grace: the attempt might belong to a live worker
     assert (summary.n_obsids, summary.n_windows, summary.pruned) == (1, 3, 0)
     ds = open_archive(archive.url)
     assert "00000000002" not in set(ds.obsid.values) | set(ds.fragment_obsid.values)
-    assert attempts(archive, "00000000002") == [dead]
+    assert leftovers(archive) == [dead]
 
     archive.write_fragment(big)  # the re-run
-    summary = archive.finalize(prune_grace_s=0.0)  # grace period over
+    summary = archive.publish(prune_grace_s=0.0)  # grace period over
     assert (summary.n_obsids, summary.n_windows, summary.pruned) == (2, 203, 1)
     rows = rows_of(open_archive(archive.url), "00000000002")
-    order = np.argsort(big.rows["window_start"])
-    assert np.array_equal(rows.window_start.values, big.rows["window_start"][order])
-    assert np.array_equal(rows.dpi.values, big.rows["dpi"][order])
-    assert attempts(archive, "00000000002") == [archive.markers()["00000000002"]["attempt"]]
+    assert np.array_equal(rows.window_start.values, expected_rows(big, "window_start"))
+    assert np.array_equal(rows.dpi.values, expected_rows(big, "dpi"))
+    assert leftovers(archive) == []
 
 
-def test_prune_keeps_attempts_completed_while_finalize_ran(tmp_path, monkeypatch):
-    archive = Archive(str(tmp_path / "a.zarr"))
-    archive.write_fragment(fragment("00000000001", 2, seed=1))
-    build_table = archive._write_fragment_table
-
-    def workers_complete_meanwhile(*args):
-        """Finalize has read the markers; workers of another run complete now."""
-        archive.write_fragment(fragment("00000000001", 3, seed=2))
-        archive.write_fragment(fragment("00000000002", 2, seed=3))
-        build_table(*args)
-
-    monkeypatch.setattr(archive, "_write_fragment_table", workers_complete_meanwhile)
-    assert archive.finalize(prune_grace_s=0.0).n_windows == 2  # the view it had read
-    monkeypatch.undo()
-    for obsid, marker in archive.markers().items():
-        assert attempts(archive, obsid) == [marker["attempt"]]
-    assert archive.finalize().n_windows == 5
+def test_an_attempt_already_published_is_not_published_again(tmp_path):
+    """A publish killed after its commit but before clearing leaves markers the next one skips."""
+    archive = Archive(str(tmp_path / "a"))
+    frag = fragment("00000000001", 3, seed=1)
+    marker = archive.write_fragment(frag)
+    archive.publish()
+    archive.put_json(marker_key("00000000001", marker["attempt"]), marker)  # as if not cleared
+    summary = archive.publish()
+    assert (summary.added, summary.replaced, summary.n_windows) == (0, 0, 3)
+    assert leftovers(archive) == []
 
 
-def test_markers_survive_a_marker_pruned_while_they_are_read(tmp_path, monkeypatch):
-    archive = Archive(str(tmp_path / "a.zarr"))
-    archive.write_fragment(fragment("00000000001", 1, seed=1))
-    superseded = archive.markers()["00000000001"]["attempt"]
+def test_pending_survives_a_marker_cleared_while_it_is_read(tmp_path, monkeypatch):
+    archive = Archive(str(tmp_path / "a"))
+    first = archive.write_fragment(fragment("00000000001", 1, seed=1))
     archive.write_fragment(fragment("00000000001", 1, seed=2))
     listing = archive.fs.glob
 
-    def list_then_prune(pattern, **kwargs):
+    def list_then_clear(pattern, **kwargs):
         found = listing(pattern, **kwargs)
-        # Another process's finalize prunes the superseded attempt right now.
-        Path(archive.path(f"{MARKERS}/00000000001/{superseded}.json")).unlink(missing_ok=True)
+        # Another process's publish clears the first attempt right now.
+        Path(archive.path(marker_key("00000000001", first["attempt"]))).unlink(missing_ok=True)
         return found
 
-    monkeypatch.setattr(archive.fs, "glob", list_then_prune)
-    assert archive.markers()["00000000001"]["attempt"] > superseded
+    monkeypatch.setattr(archive.fs, "glob", list_then_clear)
+    [left] = archive.pending()
+    assert left["attempt"] > first["attempt"]
 
 
 def same_rows(a: xr.Dataset, b: xr.Dataset) -> bool:
     return a.sizes["window"] == b.sizes["window"] and all(
-        np.array_equal(a[name].values, b[name].values) for name in ("obsid", "window_start", "dpi")
+        np.array_equal(a[name].values, b[name].values, equal_nan=a[name].dtype.kind in "fmM")
+        for name in WINDOW_COLUMNS
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finalize rewrites the root arrays in place under the old consolidated metadata: a "
-    "reader opening the archive meanwhile sees neither the old view nor the new one",
-)
 def test_a_reader_during_finalize_sees_the_old_view_or_the_new(tmp_path, monkeypatch):
-    archive = Archive(str(tmp_path / "a.zarr"))
+    archive = Archive(str(tmp_path / "a"))
     archive.write_fragment(fragment("00000000001", 3, seed=1))
-    archive.finalize()
+    archive.publish()
     old = open_archive(archive.url).load()
     archive.write_fragment(fragment("00000000002", 2, seed=2))
-    rows, seen = archive._fragment_rows, []
+    archive.write_fragment(fragment("00000000001", 1, seed=3))
+    load, seen = archive._load, []
 
     def read_meanwhile(markers):
-        for item in rows(markers):
-            seen.append(xr.open_zarr(archive.url).load())  # a reader, while finalize writes
+        for item in load(markers):
+            seen.append(plain_open(archive.url).load())  # a reader, while publish writes
             yield item
+        seen.append(open_archive(archive.url).load())
 
-    monkeypatch.setattr(archive, "_fragment_rows", read_meanwhile)
-    archive.finalize()
+    monkeypatch.setattr(archive, "_load", read_meanwhile)
+    archive.publish()
     new = open_archive(archive.url).load()
-    assert len(seen) == 2
+    assert len(seen) == 3 and not same_rows(old, new)
     for view in seen:
-        assert same_rows(view, old) or same_rows(view, new)
+        assert same_rows(view, old)  # nothing of a publish shows before its commit
 
 
-def test_one_finalize_at_a_time(tmp_path):
-    archive = Archive(str(tmp_path / "a.zarr"))
-    archive.write_fragment(fragment("00000000001", 2, seed=1))
-    with archive.lease(wait_s=5.0):
-        assert archive.fs.exists(archive.path(LEASE))
-        with pytest.raises(TransientError, match="another finalize holds the archive"):
-            archive.finalize(lease_wait_s=0.2)
-    assert not archive.fs.exists(archive.path(LEASE))  # released, also after the refusal
-    assert archive.finalize(lease_wait_s=0.2).n_windows == 2
+def test_two_publishes_at_once_are_settled_by_conflict_detection(tmp_path, monkeypatch):
+    """The second publish commits first; the first one's commit conflicts, and it starts again
+    from the new tip: both publishes' obsids end up in the archive, once each."""
+    archive = Archive(str(tmp_path / "a"))
+    archive.write_fragment(fragment("00000000001", 3, seed=1))
+    other = Archive(archive.url)
+    load, raced = archive._load, []
+
+    def another_publish_meanwhile(markers):
+        yield from load(markers)
+        if not raced:
+            raced.append(True)
+            other.write_fragment(fragment("00000000002", 2, seed=2))
+            other.publish()
+
+    monkeypatch.setattr(archive, "_load", another_publish_meanwhile)
+    summary = archive.publish()
+    assert (summary.n_obsids, summary.n_windows) == (2, 5)
+    assert [v.n_obsids for v in archive.versions()] == [2, 2]
+    ds = open_archive(archive.url)
+    assert sorted(ds.fragment_obsid.values) == ["00000000001", "00000000002"]
+    assert ds.sizes["window"] == 5
 
 
-def test_a_stale_lease_of_a_dead_finalize_is_broken(tmp_path):
-    archive = Archive(str(tmp_path / "a.zarr"))
-    archive.write_fragment(fragment("00000000001", 2, seed=1))
-    dead = {"holder": "crashed", "since": time.time() - LEASE_STALE_S - 1}
-    assert archive.create_exclusive(LEASE, dead)
-    assert not archive.create_exclusive(LEASE, dead)  # exclusive: the second create is refused
-    assert archive.finalize(lease_wait_s=0.0).n_windows == 2
+def test_versions_reopen_exactly_and_expire_with_garbage_collection(tmp_path):
+    archive = Archive(str(tmp_path / "a"))
+    runs, views = [new_attempt_id() for _ in range(3)], []
+    for i, run_id in enumerate(runs):
+        archive.write_fragment(fragment("00000000001", 2 + i, seed=i))  # replaced every time
+        archive.write_fragment(fragment(f"0000000001{i}", 1, seed=10 + i))
+        archive.publish(run_id=run_id)
+        views.append(open_archive(archive.url).load())
+    listed = archive.versions()
+    assert [v.run_id for v in listed] == runs[::-1]
+    assert [(v.n_obsids, v.n_windows) for v in listed] == [(4, 7), (3, 5), (2, 3)]
+    for run_id, version, view in zip(runs, listed[::-1], views, strict=True):
+        for name in (run_id, version.snapshot_id):
+            again = open_archive(archive.url, version=name).load()
+            assert again.drop_attrs().equals(view.drop_attrs()), name
+
+    time.sleep(0.05)
+    expired, gc = archive.expire(dt.datetime.now(dt.UTC))
+    assert expired == 2 and gc.chunks_deleted > 0  # the replaced rows' chunks are gone
+    assert [v.run_id for v in archive.versions()] == [runs[-1]]
+    for gone in (runs[0], listed[-1].snapshot_id):
+        with pytest.raises(FileNotFoundError, match="not found"):
+            open_archive(archive.url, version=gone)
+    assert open_archive(archive.url).drop_attrs().equals(views[-1].drop_attrs())

@@ -23,7 +23,7 @@ from batglitch.cli import main, utc_time
 from batglitch.preview import DPI, ROW_IN, WIDTH_IN
 from batglitch.standins import FakeSwiftAPI, fake_observations, fill_heasarc
 from batglitch.store.archive import Archive
-from batglitch.store.reader import open_archive
+from batglitch.store.reader import open_archive, training_set
 
 OBSIDS = ("00042000001", "00042000002", "00042000003")
 PROVENANCE = ["fragment_attempt", "fragment_completed_at"]  # differ between any two runs
@@ -50,7 +50,7 @@ def downloads(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def store(downloads, tmp_path_factory) -> str:
-    store = str(tmp_path_factory.mktemp("cli") / "archive.zarr")
+    store = str(tmp_path_factory.mktemp("cli") / "archive")
     assert main(["ingest", str(downloads[0]), "--store", store]) == 1  # the bad file is in there
     return store
 
@@ -71,7 +71,20 @@ def test_ingest_reports_the_bad_file_and_archives_the_rest(downloads, tmp_path, 
     assert main(["ingest", str(root), "--store", store]) == 1
     again = open_archive(store)
     xr.testing.assert_equal(again.drop_vars(PROVENANCE), ds.drop_vars(PROVENANCE))
-    assert len(list(Path(store, "fragments").glob("*/*"))) == len(OBSIDS)  # old attempts pruned
+    assert not list(Path(store, "fragments").glob("*/*"))  # published fragments are cleared
+
+    # Each publish is a version: listed, and exported again exactly by its snapshot id.
+    capsys.readouterr()
+    assert main(["versions", store]) == 0
+    listed = capsys.readouterr().out.splitlines()[1:]
+    first, second = Archive(store).versions()[::-1]
+    assert [line.split()[0] for line in listed] == [second.snapshot_id, first.snapshot_id]
+    assert all(line.split()[-2:] == [str(ds.sizes["window"]), str(len(OBSIDS))] for line in listed)
+    out = tmp_path / "first.npz"
+    assert main(["export", store, "--out", str(out), "--version", first.snapshot_id]) == 0
+    with np.load(out) as exported:
+        assert str(exported["version"]) == first.snapshot_id
+        assert np.array_equal(exported["X"], training_set(ds).X)
 
 
 def test_ingest_exits_non_zero_when_nothing_lands(downloads, tmp_path):
@@ -203,7 +216,8 @@ def test_each_mistake_is_one_line_and_exit_status_2(tmp_path, argv, says):
 
 
 def test_an_error_it_cannot_get_past_is_one_line_and_a_traceback_only_with_v(tmp_path):
-    (tmp_path / "zarr.json").write_text("{ damaged")  # an archive whose metadata is unreadable
+    (tmp_path / "repo").mkdir()  # an archive whose repository is unreadable
+    (tmp_path / "repo" / "repo").write_text("{ damaged")
     argv = ["preview", str(tmp_path), "--out", str(tmp_path / "p.png")]
     done = batglitch(*argv)
     assert done.returncode == 3
@@ -271,7 +285,7 @@ def test_piped_make_run_is_short_and_free_of_cursor_control(tmp_path):
         pytest.skip("no make on this machine")
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
-        ["make", "-s", "run", f"STORE={tmp_path}/archive.zarr"], cwd=root,
+        ["make", "-s", "run", f"STORE={tmp_path}/archive"], cwd=root,
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

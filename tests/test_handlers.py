@@ -8,12 +8,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import xarray as xr
 
 from batglitch.errors import EventFileError
 from batglitch.sources.catalog import read_manifest
 from batglitch.standins import FakeSwiftAPI, fake_observations, fill_heasarc
 from batglitch.standins.lambda_runtime import awslambdaric_command, serve_runtime
+from batglitch.store.archive import Archive
+from batglitch.store.reader import open_archive
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = datetime(2024, 3, 1), datetime(2024, 3, 6)
@@ -54,7 +55,7 @@ def items(run: dict) -> list[dict]:
 def test_plan_process_finalize_in_process(services, tmp_path, capsys):
     from handler import app
 
-    store = str(tmp_path / "archive.zarr")
+    store = str(tmp_path / "archive")
     run = app.plan({"begin": "2024-03-01", "end": "2024-03-06", "store": store}, Context())
     assert run["n_obsids"] == 6
     assert run["manifest"]["key"].endswith(f"manifests/{run['run_id']}.json")
@@ -72,8 +73,9 @@ def test_plan_process_finalize_in_process(services, tmp_path, capsys):
     assert summary["failed"] == 1 and summary["not_archived"] == 1
     assert summary["failures"][0]["obsid"] in corrupt
     assert "results" not in summary  # the full report stays in S3, not in the state payload
-    ds = xr.open_zarr(store)
+    ds = open_archive(store)
     assert ds.sizes["window"] == summary["windows"] > 0
+    assert Archive(store).versions()[0].run_id == run["run_id"]
     assert set(ds.obsid.values.tolist()) <= set(statuses)
     logged = [
         json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")
@@ -84,7 +86,7 @@ def test_plan_process_finalize_in_process(services, tmp_path, capsys):
 def test_scheduled_plan_covers_the_rolling_range(services, tmp_path):
     from handler import app
 
-    store = str(tmp_path / "archive.zarr")
+    store = str(tmp_path / "archive")
     run = app.plan({"scheduled_time": "2024-03-05T06:00:00Z", "lookback_days": 4, "store": store})
     assert (run["begin"], run["end"]) == ("2024-03-01", "2024-03-05")
     dumps = [d for o in services["observations"] for d in o.dumps]
@@ -100,7 +102,7 @@ def test_process_under_awslambdaric(services, tmp_path):
     """The same handler through the real runtime client: results and typed errors as on AWS."""
     from handler import app
 
-    store = str(tmp_path / "archive.zarr")
+    store = str(tmp_path / "archive")
     run = app.plan({"begin": "2024-03-01", "end": "2024-03-06", "store": store})
     corrupt = {o.obsid for o in services["observations"] if o.corrupt}
     log = tmp_path / "runtime.log"

@@ -241,7 +241,7 @@ def test_scratch_prefixes_expire_and_nothing_else(synth: Synth) -> None:
     }
     days = SETTINGS["lambda"].scratch_expiry_days
     # the plan's manifests inside the store, the Map's result files at the root; never the store
-    assert expiring == {"archive.zarr/manifests/": days, "runs/": days}
+    assert expiring == {"archive/manifests/": days, "runs/": days}
 
 
 # --- compute -----------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def test_three_functions_one_image_handler_cmds_and_sizes(synth: Synth, variant:
         assert properties["MemorySize"] == settings.memory_mb(handler)
         assert properties["Timeout"] == settings.timeout_s(handler)
         assert properties["Environment"]["Variables"]["BATGLITCH_STORE"]["Fn::Join"][1][-1] == (
-            "/archive.zarr"
+            "/archive"
         )
         assert properties["TracingConfig"] == {"Mode": "Active"}
         log_group = properties["LoggingConfig"]["LogGroup"]["Ref"]
@@ -399,6 +399,7 @@ def test_writes_stay_in_the_archive_and_plan_writes_only_run_files(synth: Synth)
     bucket = _archive_bucket(synth, "lambda")
     functions = synth.resources("lambda", "AWS::Lambda::Function")
     plan_role = functions[_function_by_handler(synth, "lambda")["plan"]]["Properties"]["Role"]
+    process_role = functions[_function_by_handler(synth, "lambda")["process"]]["Properties"]["Role"]
     for role, statement in _statements(synth, "lambda"):
         writes = [
             a for a in _as_list(statement["Action"]) if a in ("s3:PutObject", "s3:DeleteObject")
@@ -413,6 +414,9 @@ def test_writes_stay_in_the_archive_and_plan_writes_only_run_files(synth: Synth)
         if role == plan_role["Fn::GetAtt"][0]:
             assert writes == ["s3:PutObject"]
             assert sorted(suffixes) == ["/*/manifests/*", "/*/runs/*"]
+        if role == process_role["Fn::GetAtt"][0]:  # workers never write the published repository
+            assert writes == ["s3:PutObject"]
+            assert sorted(suffixes) == ["/*/fragments/*", "/*/pending/*", "/*/runs/*"]
 
 
 def test_state_machine_may_start_only_its_own_child_executions(synth: Synth) -> None:

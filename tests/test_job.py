@@ -134,15 +134,15 @@ def test_rows_from_quicklook_are_redone_once_the_observation_is_archived(tmp_pat
             for entry in read_manifest(planned.manifest):
                 process_item(entry, Archive(store), planned.run_id)
         finalize_run(store, planned.run_id)
-        return planned.n_obsids, planned.skipped_complete, Archive(store).markers()
+        return planned.n_obsids, planned.skipped_complete, Archive(store).completions()
 
-    n, skipped, markers = run(pending)  # from quick-look: processed, marked as such
-    assert (n, skipped) == (1, 0) and markers[pending.obsid]["from_quicklook"] is True
-    first = markers[pending.obsid]["attempt"]
-    n, skipped, markers = run(pending)  # still only quick-look: not redone
-    assert (n, skipped) == (0, 1) and markers[pending.obsid]["attempt"] == first
-    n, skipped, markers = run(archived)  # archived now: redone from the archive proper
-    assert (n, skipped) == (1, 0) and markers[pending.obsid]["from_quicklook"] is False
+    n, skipped, done = run(pending)  # from quick-look: processed, marked as such
+    assert (n, skipped) == (1, 0) and done[pending.obsid].from_quicklook is True
+    first = done[pending.obsid].attempt
+    n, skipped, done = run(pending)  # still only quick-look: not redone
+    assert (n, skipped) == (0, 1) and done[pending.obsid].attempt == first
+    n, skipped, done = run(archived)  # archived now: redone from the archive proper
+    assert (n, skipped) == (1, 0) and done[pending.obsid].from_quicklook is False
     n, skipped, _ = run(archived)  # final: skipped without a lookup
     assert (n, skipped) == (0, 1)
-    assert open_archive(store).sizes["window"] == markers[pending.obsid]["n_windows"] > 0
+    assert open_archive(store).sizes["window"] == done[pending.obsid].n_windows > 0

@@ -97,17 +97,18 @@ def test_script_start_reuses_the_running_localstack(localstack: LocalStack) -> N
 
 
 def test_the_archive_on_s3(localstack: LocalStack, s3_bucket: str, tmp_path) -> None:
-    """The project's own storage path on real S3 semantics: fragments and markers, finalize
-    behind its lease (a conditional PUT here), the view read back with plain xarray."""
+    """The project's own storage path on real S3 semantics: fragments and markers, a publish
+    through Icechunk's S3 storage (conditional writes), read back with icechunk + xarray only."""
+    import icechunk
     import xarray as xr
 
-    from batglitch.errors import TransientError
     from batglitch.pipeline.worker import DONE, ingest_file
     from batglitch.standins.synth import SynthSpec, write_event_file
     from batglitch.store.archive import Archive
-    from batglitch.store.keys import LEASE
+    from batglitch.store.keys import new_attempt_id
+    from batglitch.store.reader import open_archive
 
-    archive = Archive(f"s3://{s3_bucket}/archive.zarr", localstack.storage_options())
+    archive = Archive(f"s3://{s3_bucket}/archive", localstack.storage_options())
     files = []
     for i in range(2):
         files.append(str(tmp_path / f"{i}.evt.gz"))
@@ -115,13 +116,22 @@ def test_the_archive_on_s3(localstack: LocalStack, s3_bucket: str, tmp_path) -> 
         write_event_file(files[-1], spec)
     results = [ingest_file(f, archive) for f in files]
     assert [r.status for r in results] == [DONE, DONE]
-    with archive.lease(wait_s=5.0):
-        assert not archive.create_exclusive(LEASE, {"holder": "other", "since": 0})
-        with pytest.raises(TransientError, match="another finalize"):
-            archive.finalize(lease_wait_s=0.1)
-    summary = archive.finalize(lease_wait_s=0.1)
+    run_id = new_attempt_id()
+    summary = archive.publish(run_id=run_id)
     assert summary.n_windows == sum(r.n_windows for r in results) > 0
-    ds = xr.open_zarr(archive.url, storage_options=localstack.storage_options())
+    assert archive.completed_obsids() == {"00012345000", "00012345001"}
+    assert [v.run_id for v in archive.versions()] == [run_id]
+
+    storage = icechunk.s3_storage(
+        bucket=s3_bucket, prefix="archive/repo", endpoint_url=localstack.endpoint,
+        allow_http=True, force_path_style=True, region="us-east-1",
+        access_key_id="test", secret_access_key="test",
+    )  # fmt: skip
+    session = icechunk.Repository.open(storage).readonly_session(tag=run_id)
+    ds = xr.open_zarr(session.store, consolidated=False)  # no project code
     assert sorted(set(ds.obsid.values.tolist())) == ["00012345000", "00012345001"]
     assert ds.dpi.shape == (summary.n_windows, 286, 173)
-    assert not archive.fs.exists(archive.path(LEASE))
+    assert np.array_equal(ds.n_events.values, ds.dpi.values.sum(axis=(1, 2)))
+    assert open_archive(archive.url, storage_options=archive.storage_options).equals(ds)
+    keys = {o["Key"] for o in localstack.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert not {k for k in keys if k.startswith(("archive/fragments/", "archive/pending/"))}

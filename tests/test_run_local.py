@@ -14,7 +14,6 @@ from datetime import datetime
 
 import numpy as np
 import pytest
-import xarray as xr
 from batglitch_infra import local
 from batglitch_infra.settings import Settings
 
@@ -22,6 +21,7 @@ from batglitch import pool
 from batglitch.sources.catalog import read_manifest
 from batglitch.standins import FakeObservation, FakeSwiftAPI, fake_observations, fill_heasarc
 from batglitch.store.archive import Archive
+from batglitch.store.reader import open_archive
 
 BEGIN, END = datetime(2024, 3, 1), datetime(2024, 3, 19)
 FIRST = ("2024-03-01", "2024-03-11")
@@ -124,7 +124,7 @@ def first(pipeline, localstack):
     store = pipeline.deployment.store
     outcome = pipeline.execute({"begin": FIRST[0], "end": FIRST[1], "store": store}, RUN_TIMEOUT_S)
     assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause)
-    snapshot = xr.open_zarr(store, storage_options=localstack.storage_options()).load()
+    snapshot = open_archive(store, storage_options=localstack.storage_options()).load()
     return outcome, snapshot
 
 
@@ -133,7 +133,7 @@ def reference(world, tmp_path_factory):
     """The same world through the local pool (the `make run` path) into a local directory."""
     tmp = tmp_path_factory.mktemp("reference")
     world.fill(str(tmp / "heasarc"), None)
-    store = str(tmp / "archive.zarr")
+    store = str(tmp / "archive")
     with FakeSwiftAPI(world.observations) as api:
         report = pool.run(
             *FIRST,
@@ -142,7 +142,7 @@ def reference(world, tmp_path_factory):
             progress=False,
             plan_options={"api_url": api.url, "roots": [str(tmp / "heasarc")]},
         )
-    return report, xr.open_zarr(store).load()
+    return report, open_archive(store).load()
 
 
 def test_execution_reports_the_bad_obsid_and_builds_the_pool_archive(
@@ -213,7 +213,7 @@ def test_failure_threshold_reaches_the_map_run_and_the_report(pipeline, first):
 def second(world, pipeline, first):
     """An execution over a range overlapping the first one, and the markers before it."""
     archive = archive_of(pipeline)
-    before = archive.markers()
+    before = archive.completions()
     outcome = pipeline.execute(
         {"begin": SECOND[0], "end": SECOND[1], "store": pipeline.deployment.store}, RUN_TIMEOUT_S
     )
@@ -233,11 +233,11 @@ def test_overlapping_execution_adds_nothing_twice(world, pipeline, first, second
     assert planned == in_second - complete
 
     archive = archive_of(pipeline)
-    after = archive.markers()
+    after = archive.completions()
     assert all(after[o] == before[o] for o in complete)  # complete obsids were not re-run
     bad = {o.obsid for o in world.observations if o.corrupt or not o.archived}
     assert set(after) == complete | (planned - bad)
-    ds = xr.open_zarr(pipeline.deployment.store, storage_options=archive.storage_options)
+    ds = open_archive(pipeline.deployment.store, storage_options=archive.storage_options)
     rows = list(zip(ds.obsid.values.tolist(), ds.window_start.values.tolist(), strict=True))
     assert len(rows) == len(set(rows))
     first_rows = zip(
@@ -248,8 +248,9 @@ def test_overlapping_execution_adds_nothing_twice(world, pipeline, first, second
 
 def test_view_after_a_second_execution_has_its_obsids(pipeline, second):
     archive = archive_of(pipeline)
-    ds = xr.open_zarr(pipeline.deployment.store, storage_options=archive.storage_options)
-    assert set(ds.fragment_obsid.values) == set(archive.markers())
+    ds = open_archive(pipeline.deployment.store, storage_options=archive.storage_options)
+    assert set(ds.fragment_obsid.values) == set(archive.completions())
+    assert archive.versions()[0].run_id == second[0].output["run_id"]
 
 
 def test_scheduled_execution_plans_the_rolling_range(world, pipeline):

@@ -59,6 +59,11 @@ def world(tmp_path_factory):
         yield World({r: planned[o.obsid] for r, o in roles.items()}, str(heasarc), truths)
 
 
+def marked(archive: Archive) -> set[str]:
+    """Obsids a worker completed (their markers wait for publish)."""
+    return {m["obsid"] for m in archive.pending()}
+
+
 def test_an_archived_observation_lands_with_its_glitches(world, tmp_path):
     entry = world.entries["good"]
     archive = Archive(str(tmp_path / "a.zarr"))
@@ -68,9 +73,11 @@ def test_an_archived_observation_lands_with_its_glitches(world, tmp_path):
     assert result.n_events == truth.n_events
     with open(entry.event_urls[0], "rb") as f:
         assert result.bytes_read == len(f.read())
-    assert archive.markers()[entry.obsid]["n_windows"] == result.n_windows > 0
+    [marker] = archive.pending()
+    assert (marker["obsid"], marker["n_windows"]) == (entry.obsid, result.n_windows)
+    assert result.n_windows > 0
 
-    archive.finalize()
+    archive.publish()
     ds = open_archive(archive.url)
     assert set(ds.obsid.values) == {entry.obsid} and ds.sizes["window"] == result.n_windows
     # Every injected glitch gives the window that starts one pad before its 16 ms bin.
@@ -87,7 +94,7 @@ def test_a_corrupt_file_raises_naming_obsid_and_file(world, tmp_path):
     record = failed(entry.obsid, caught.value, 0.0)
     assert record.status == FAILED and not record.retryable
     assert record.error == str(caught.value)
-    assert archive.completed_obsids() == set()
+    assert marked(archive) == set()
 
 
 def test_an_unarchived_observation_is_not_archived_and_leaves_no_marker(world, tmp_path):
@@ -98,7 +105,7 @@ def test_an_unarchived_observation_is_not_archived_and_leaves_no_marker(world, t
     result = process_entry(entry, archive, policy=FAST)
     assert (result.obsid, result.status, result.n_windows) == (entry.obsid, NOT_ARCHIVED, 0)
     assert entry.event_urls[0] in result.error
-    assert archive.completed_obsids() == set()
+    assert marked(archive) == set()
 
 
 def test_a_missing_archived_file_is_reported_as_a_failure(world, tmp_path):
@@ -108,7 +115,7 @@ def test_a_missing_archived_file_is_reported_as_a_failure(world, tmp_path):
     result = process_item(entry, archive, None)
     assert (result.obsid, result.status) == (entry.obsid, FAILED)
     assert entry.obsid in result.error and entry.event_urls[0] in result.error
-    assert archive.completed_obsids() == set()
+    assert marked(archive) == set()
 
 
 def test_locations_are_tried_in_order(world, tmp_path):
@@ -126,7 +133,7 @@ def test_a_file_of_another_observation_is_refused(world, tmp_path):
     with pytest.raises(EventFileError, match=f"header OBS_ID is {good.obsid}") as caught:
         process_entry(misplaced, archive, policy=FAST)
     assert caught.value.obsid == other.obsid
-    assert archive.completed_obsids() == set()
+    assert marked(archive) == set()
 
 
 def test_a_failing_http_server_is_retried_then_transient(world, tmp_path):
@@ -146,10 +153,10 @@ def test_uncalibrated_energies_are_refused_unless_allowed(tmp_path):
     archive = Archive(str(tmp_path / "a.zarr"))
     refused = ingest_file(path, archive)
     assert refused.status == FAILED and "GAINAPP" in refused.error and path in refused.error
-    assert archive.completed_obsids() == set()
+    assert marked(archive) == set()
     accepted = ingest_file(path, archive, allow_uncalibrated=True)
     assert (accepted.obsid, accepted.status) == (spec.obsid, DONE)
-    assert archive.completed_obsids() == {spec.obsid}
+    assert marked(archive) == {spec.obsid}
 
 
 def test_ingesting_a_damaged_file_reports_it(world, tmp_path):
@@ -186,7 +193,7 @@ def test_slewing_files_are_searched_on_their_own_and_share_the_fragment(tmp_path
     assert result.n_windows == sum(r.n_windows for r in per_file.values())
     assert result.n_events == sum(r.n_events for r in per_file.values())
     assert result.bytes_read == sum(r.bytes_read for r in per_file.values())
-    archive.finalize()
+    archive.publish()
     ds = open_archive(archive.url)
     by_file = {url: int((ds.source_file.values == url).sum()) for url in per_file}
     assert by_file == {url: r.n_windows for url, r in per_file.items()}

@@ -141,7 +141,7 @@ class Deployment:
 
     @property
     def store(self) -> str:
-        return f"s3://{self.bucket}/archive.zarr"
+        return f"s3://{self.bucket}/archive"
 
 
 def _role(iam: Any, name: str, service: str) -> str:
@@ -511,7 +511,7 @@ def report(outcome: Outcome, pipeline: Pipeline) -> tuple[str, bool]:
     lines += [
         f"archive: {pipeline.deployment.store} (LocalStack {pipeline.aws.endpoint})",
         "open it with:",
-        f"  xarray.open_zarr({pipeline.deployment.store!r}, storage_options={options!r})",
+        f"  batglitch.open_archive({pipeline.deployment.store!r}, storage_options={options!r})",
     ]
     return "\n".join(lines), ok
 

@@ -53,10 +53,13 @@ HANDLERS = {
 }
 # The public AWS open-data bucket holding the HEASARC archive (commercial partition only).
 HEASARC_ARN = "arn:aws:s3:::nasa-heasarc"
-STORE_KEY = "archive.zarr"
-# Inside a store, written by the plan step: <store>/manifests/<run_id>.json, <store>/runs/<run_id>/.
+STORE_KEY = "archive"
+# Inside a store (batglitch.store.keys): plan writes manifests/<run_id>.json and runs/<run_id>/;
+# process writes fragments/, pending/ and runs/<run_id>/results/; finalize writes repo/ (the
+# Icechunk repository) and deletes the fragments and markers it published.
 MANIFESTS = "manifests/"
 RUN_RECORDS = "runs/"
+WORKER_PREFIXES = ("fragments/", "pending/", RUN_RECORDS)
 # At the bucket root, written by the Map's ResultWriter: runs/<execution name>/<map run id>/.
 MAP_RESULTS = "runs/"
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
@@ -229,8 +232,9 @@ class BatglitchStack(cdk.Stack):
             self._allow_data(function.role, name)
 
     def _allow_data(self, role: iam.IRole, name: str) -> None:
-        """Least privilege: everyone reads the archive; plan writes manifests only, process and
-        finalize write the archive; process alone reads the public HEASARC bucket."""
+        """Least privilege: everyone reads the archive; plan writes manifests only, process its
+        fragments, markers and result records only (never the published repository), finalize
+        the repository; process alone reads the public HEASARC bucket."""
         bucket_id = self._logical(self.bucket)
         objects_arn = self.bucket.arn_for_objects("*")
         statements = [
@@ -257,6 +261,22 @@ class BatglitchStack(cdk.Stack):
                 (
                     f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{prefix}]",
                     "Writes the run's manifest and plan record, names chosen per run.",
+                )
+                for prefix in prefixes
+            ]
+        elif name == "process":
+            prefixes = [f"*/{prefix}*" for prefix in WORKER_PREFIXES]
+            statements.append(
+                iam.PolicyStatement(
+                    actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                    resources=[self.bucket.arn_for_objects(p) for p in prefixes],
+                )
+            )
+            findings += [
+                (
+                    f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{prefix}]",
+                    "Writes one attempt's fragment, its marker and its result record, named per "
+                    "obsid and attempt; never the published repository.",
                 )
                 for prefix in prefixes
             ]

@@ -137,7 +137,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             bar.update()
     for f, r in zip(files, results, strict=True):
         print(f"{r.status:12s} {r.obsid:12s} {r.n_windows:5d} windows  {r.error or f}")
-    summary = archive.finalize()
+    summary = archive.publish()
     print(f"{args.store}: {summary.n_windows} windows from {summary.n_obsids} obsids")
     return EXIT_FAILED if any(r.status == FAILED for r in results) else EXIT_OK
 
@@ -206,8 +206,33 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 
         print(finalize_run(args.store, args.run_id).table())
         return EXIT_OK
-    summary = Archive(args.store).finalize()
+    summary = Archive(args.store).publish()
     print(f"{args.store}: {summary.n_windows} windows from {summary.n_obsids} obsids")
+    return EXIT_OK
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    from batglitch.store.archive import Archive
+
+    print(f"{'snapshot':<20}  {'run id':<31}  {'written (UTC)':<25}  {'rows':>7}  {'obsids':>6}")
+    for v in Archive(args.store).versions():
+        print(
+            f"{v.snapshot_id:<20}  {v.run_id or '-':<31}  {v.written_at[:25]:<25}  "
+            f"{v.n_windows:>7}  {v.n_obsids:>6}"
+        )
+    return EXIT_OK
+
+
+def cmd_expire(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from batglitch.store.archive import Archive
+
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=args.days)
+    expired, gc = Archive(args.store).expire(cutoff)
+    freed = gc.bytes_deleted if gc else 0
+    print(f"{args.store}: {expired} versions older than {cutoff:%Y-%m-%d %H:%M} expired, "
+          f"{freed} bytes of unreferenced data deleted")  # fmt: skip
     return EXIT_OK
 
 
@@ -278,12 +303,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from batglitch.store.reader import open_archive, training_set
 
-    data = training_set(open_archive(args.store), args.resolution)
+    data = training_set(open_archive(args.store, args.version), args.resolution)
     np.savez_compressed(
         args.out, X=data.X, obsid=data.obsid.astype(str), window_start=data.window_start,
-        trigger_type=data.trigger_type.astype(str),
+        trigger_type=data.trigger_type.astype(str), version=data.version,
     )  # fmt: skip
-    print(f"{args.out}: X {data.X.shape} ({args.resolution})")
+    print(f"{args.out}: X {data.X.shape} ({args.resolution}, archive version {data.version})")
     return EXIT_OK
 
 
@@ -347,7 +372,7 @@ def parser() -> argparse.ArgumentParser:
     ):
         s = add(name, func, help)
         date_range(s)
-        s.add_argument("--store", default="out/archive.zarr", help=store_help)
+        s.add_argument("--store", default="out/archive", help=store_help)
         s.add_argument("--workers", type=count(1), default=2)
         s.add_argument("--max-windows", type=count(1), default=None, metavar="N",
                        help="stop starting obsids (in trigger order) once N windows are archived")  # fmt: skip
@@ -368,9 +393,16 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--run-id", default=None, help="record the result for `finalize --run-id`")
 
-    s = add("finalize", cmd_finalize, "rebuild the archive's training view from complete fragments")
+    s = add("finalize", cmd_finalize, "publish completed fragments as one new archive version")
     s.add_argument("--store", required=True, type=existing("archive"), help="an existing archive")
-    s.add_argument("--run-id", default=None, help="also report on this run")
+    s.add_argument("--run-id", default=None, help="tag the version with this run and report it")
+
+    s = add("versions", cmd_versions, "list the archive's versions, newest first")
+    s.add_argument("store", type=existing("archive"))
+
+    s = add("expire", cmd_expire, "drop versions older than N days and delete unreferenced data")
+    s.add_argument("store", type=existing("archive"))
+    s.add_argument("--days", type=float, required=True)
 
     s = add("preview", cmd_preview, "PNG of a few windows: DPIs and light curves")
     s.add_argument("store", type=existing("archive"))
@@ -381,6 +413,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("store", type=existing("archive"))
     s.add_argument("--out", required=True, type=writable_file)
     s.add_argument("--resolution", choices=("lowres", "original"), default="lowres")
+    s.add_argument(
+        "--version", default=None, help="run id, snapshot id or branch (default: newest)"
+    )
     return p
 
 

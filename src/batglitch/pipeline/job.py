@@ -1,7 +1,7 @@
 """The three steps of a run, shared by every orchestrator (local pool, Step Functions, Batch).
 
 plan_run writes the manifest and the run's plan record; each worker writes one result record;
-finalize_run rebuilds the training view and reports from what is stored, so it needs nothing but
+finalize_run publishes one version and reports from what is stored, so it needs nothing but
 the archive URL and the run id, whichever machine ran the workers.
 """
 
@@ -64,13 +64,13 @@ def plan_run(
     """List the range's obsids, leave out those already complete (unless forced), write the manifest."""
     archive = Archive(store)
     run_id = new_attempt_id()
-    markers = {} if force else archive.markers()
+    published = {} if force else archive.completions()
     # complete from the archive proper: not even looked up again; from quick-look: looked up,
     # and redone only once the observation has been archived
-    final = {o for o, m in markers.items() if not m.get("from_quicklook")}
+    final = {o for o, c in published.items() if not c.from_quicklook}
     skipped: set[str] = set()
     planned = plan(begin, end, skip=final, skipped=skipped, **(plan_options or {}))
-    fresh = [e for e in planned if not (e.obsid in markers and not e.archived)]
+    fresh = [e for e in planned if not (e.obsid in published and not e.archived)]
     entries = fresh[:limit]
     manifest = f"{archive.url}/{manifest_key(run_id)}"  # a JSON array: Step Functions reads it
     write_manifest(entries, manifest, archive.storage_options)
@@ -140,9 +140,9 @@ def run_results(archive: Archive, run_id: str, manifest: str) -> list[ObsResult]
 
 
 def finalize_run(store: str, run_id: str, *, workers: int = 0) -> RunReport:
-    """Rebuild the view from complete fragments, then report on this run and store the report."""
+    """Publish what the workers completed as one version tagged with the run id, its summary in
+    the commit, then store the run's report."""
     archive = Archive(store)
-    archive.finalize()
     info = archive.get_json(plan_key(run_id))
     report = summarize(
         run_results(archive, run_id, info["manifest"]),
@@ -154,5 +154,7 @@ def finalize_run(store: str, run_id: str, *, workers: int = 0) -> RunReport:
         seconds=time.time() - info["planned_at"],
         workers=workers,
     )
+    summary = {k: v for k, v in report.to_dict().items() if k != "results"}  # failures stay
+    archive.publish(run_id=run_id, summary=summary)
     archive.put_json(report_key(run_id), {**report.to_dict(), "finalized_at": utc_now()})
     return report

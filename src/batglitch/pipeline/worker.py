@@ -129,7 +129,7 @@ def archive_blobs(
     fragment = Fragment(
         obsid=expected_obsid,
         rows={
-            **{f.name: getattr(table, f.name) for f in dataclasses.fields(table)},
+            **table.columns(),
             **window_metadata(table, utcf=utcf or 0.0, triggers=triggers),
             "source_file": np.concatenate(sources),
         },

@@ -48,6 +48,10 @@ class WindowTable:
     def __len__(self) -> int:
         return len(self.window_start)
 
+    def columns(self) -> dict[str, np.ndarray]:
+        """The rows as plain arrays keyed by field name (the archive schema's names)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     @classmethod
     def concat(cls, tables: Sequence[WindowTable]) -> WindowTable:
         """The rows of several tables (e.g. an obsid's pointed and slewing files) in one."""

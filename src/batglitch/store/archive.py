@@ -1,69 +1,58 @@
-"""The shared Zarr v3 archive: fragments written without coordination, a root view built by finalize.
+"""The shared archive: fragments written without coordination, published in one atomic commit.
 
-Layout under the archive URL (local directory or s3://):
-
-    zarr.json, dpi/, dpi_lowres/, obsid/, ...   the flat training view (finalize writes it)
-    fragments/<obsid>/<attempt>/                 one worker attempt's rows (a Zarr group)
-    complete/<obsid>/<attempt>.json              completion marker, written last, in one PUT
-    finalize.lease.json                          held while a finalize writes the view
-    manifests/, runs/                            plans and run reports
-
-Every attempt writes under a fresh attempt id, so no two writers ever touch the same key and a
-killed worker leaves only an unmarked fragment that finalize ignores. Finalize takes the newest
-marker per obsid, so re-running an obsid replaces its rows and re-running a range adds nothing twice.
+Layout (keys.py): workers write ``fragments/<obsid>/<attempt>.npz`` (one object) and then
+``pending/<obsid>/<attempt>.json`` (one object); they never touch the published archive, an
+Icechunk repository under ``repo/`` (engine.py). A killed worker leaves at most an unmarked
+fragment nobody reads. Publish (one process) reads only the pending markers, commits new and
+re-processed obsids' rows once (publish.py), tags the commit with the run id, and only then
+clears what it consumed; a publish killed at any point leaves readers on the last commit and the
+next publish redoes what is still pending. Two publishes at once are settled by Icechunk's
+conflict detection: the loser starts again from the new tip.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import json
 import logging
-import os
+import random
 import time
-import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 import fsspec
 import numpy as np
-import zarr
-import zarr.storage
 
 from batglitch import __version__
 from batglitch.errors import BatGlitchError, TransientError
 from batglitch.sources.fetch import storage_options_for, write_atomically
+from batglitch.store.engine import BRANCH, icechunk_module, open_repository, readonly_session
 from batglitch.store.keys import (
     FRAGMENTS,
-    LEASE,
-    MARKERS,
+    PENDING,
     attempt_cutoff,
     fragment_key,
     marker_key,
     new_attempt_id,
+    parse_attempt_key,
+    validate_run_id,
 )
-from batglitch.store.schema import (
-    FRAGMENT_COLUMNS,
-    IMAGE_COLUMNS,
-    TABLE_COLUMNS,
-    WINDOW_COLUMNS,
-    check_rows,
-)
+from batglitch.store.schema import WINDOW_COLUMNS, Completion, check_rows
 
 logger = logging.getLogger(__name__)
-LEASE_STALE_S = 3600.0  # far longer than any finalize runs (Lambda stops it at 900 s)
-IMAGE_CHUNK = 32  # windows per chunk of the image arrays: ~3 MB of raw dpi, one read per batch
-TABLE_CHUNK = 65536
-READERS, READ_AHEAD = 32, 64  # finalize: fragment reads in flight / held in memory
+READERS = 16  # fragment reads / deletes in flight: object-store latency dominates
+PUBLISH_TRIES = 6  # commits lost to a concurrent publish before giving up (backoff with jitter)
 
 
 @dataclass(frozen=True)
 class Fragment:
-    """One observation's contribution: its window table plus what it was made from."""
+    """One observation's contribution: its rows plus what they were made from."""
 
     obsid: str
     rows: dict[str, np.ndarray]  # per-window arrays keyed by schema.WINDOW_COLUMNS names
@@ -77,20 +66,25 @@ class Fragment:
 
 
 @dataclass(frozen=True)
-class FinalizeSummary:
-    n_obsids: int
+class PublishSummary:
+    snapshot_id: str
+    n_obsids: int  # in the archive after the publish
     n_windows: int
-    pruned: int
+    added: int  # obsids this publish added
+    replaced: int  # obsids whose rows it replaced
+    pruned: int  # abandoned fragments deleted
 
 
-def consolidate(store: zarr.abc.store.Store) -> None:
-    """Consolidated metadata. zarr notes that v3 has not standardised it yet (xarray and
-    zarr-python read it, other readers use the per-array metadata) and that fragments/ and
-    complete/ are not nodes (on purpose): both notices are expected here, not news. Filters
-    rather than catch_warnings, which is not thread-safe."""
-    warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-    warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component")
-    zarr.consolidate_metadata(store)
+@dataclass(frozen=True)
+class Version:
+    """One commit of the archive: what `batglitch versions` lists and open_archive reopens."""
+
+    snapshot_id: str
+    run_id: str | None
+    written_at: str
+    n_windows: int
+    n_obsids: int
+    message: str
 
 
 def utc_now() -> str:
@@ -104,7 +98,7 @@ def archive_storage_options(url: str) -> dict[str, Any]:
 
 
 class Archive:
-    """Handle on one archive URL; all storage logic of the project lives here."""
+    """Handle on one archive URL; all storage logic of the project lives in this package."""
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = url.rstrip("/")
@@ -112,66 +106,14 @@ class Archive:
             archive_storage_options(url) if storage_options is None else storage_options
         )
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
-        self.local = fsspec.utils.get_protocol(self.url) == "file"
 
     # -- small I/O helpers -------------------------------------------------------------------
     def path(self, key: str) -> str:
         return f"{self.root}/{key}"
 
-    def zarr_store(self, key: str = "") -> zarr.abc.store.Store:
-        target = self.path(key) if key else self.root
-        if self.local:
-            return zarr.storage.LocalStore(target)
-        return zarr.storage.FsspecStore.from_url(
-            f"{self.url}/{key}" if key else self.url, storage_options=self.storage_options
-        )
-
     def put_json(self, key: str, value: Any) -> None:
         """Write a JSON object so that readers see all of it or nothing."""
         write_atomically(self.fs, self.path(key), json.dumps(value, indent=1, default=str).encode())
-
-    def create_exclusive(self, key: str, value: Any) -> bool:
-        """Write a JSON object only if nothing is there yet (O_EXCL on disk, a conditional PUT
-        on S3): False when someone else holds the key. The one atomic test-and-set we have."""
-        data = json.dumps(value, default=str).encode()
-        path = self.path(key)
-        try:
-            if self.local:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, "xb") as out:
-                    out.write(data)
-            else:
-                bucket, _, name = path.partition("/")
-                self.fs.call_s3("put_object", Bucket=bucket, Key=name, Body=data, IfNoneMatch="*")
-        except FileExistsError:  # s3fs reports a refused precondition as this, too
-            return False
-        return True
-
-    @contextmanager
-    def lease(self, *, wait_s: float = 600.0, poll_s: float = 5.0) -> Iterator[None]:
-        """Hold the archive's finalize lease: two finalizes (a backfill overlapping the daily
-        run) would otherwise write the same root keys. Waits up to ``wait_s`` for a holder to
-        finish; a lease older than LEASE_STALE_S was left by a finalize that died and is broken."""
-        mine = {"holder": new_attempt_id(), "since": time.time()}
-        deadline = time.monotonic() + wait_s
-        while not self.create_exclusive(LEASE, mine):
-            try:
-                held = self.get_json(LEASE)
-            except FileNotFoundError:
-                continue  # released between our attempt and our look: try again at once
-            if time.time() - held["since"] > LEASE_STALE_S:
-                logger.warning("%s: breaking a stale finalize lease %s", self.url, held)
-                self.fs.rm(self.path(LEASE))
-                continue
-            if time.monotonic() > deadline:
-                raise TransientError(
-                    f"{self.url}: another finalize holds the archive (lease {held['holder']})"
-                )
-            time.sleep(poll_s)
-        try:
-            yield
-        finally:
-            self.fs.rm(self.path(LEASE))
 
     def glob(self, pattern: str) -> list[str]:
         """A fresh listing: fsspec caches listings per process, and a warm process (a reused
@@ -182,32 +124,28 @@ class Archive:
     def get_json(self, key: str) -> Any:
         return json.loads(self.fs.cat_file(self.path(key)))
 
+    def repository(self, *, create: bool = False) -> Any | None:
+        return open_repository(self.url, self.storage_options, create=create)
+
     # -- workers -----------------------------------------------------------------------------
     def write_fragment(self, fragment: Fragment, *, from_quicklook: bool = False) -> dict[str, Any]:
-        """Write one attempt's rows under a key of its own, then its completion marker.
+        """Write one attempt's rows as one object, then its completion marker: two PUTs.
 
         from_quicklook marks rows made from quick-look data, which plans redo once the
         observation is in the archive proper."""
         attempt = new_attempt_id()
-        key = fragment_key(fragment.obsid, attempt)
         values = check_rows(fragment.obsid, fragment.rows)
-        n = len(fragment)
-        if n:
-            group = zarr.open_group(self.zarr_store(key), mode="w-")
-            for name, column in WINDOW_COLUMNS.items():
-                chunks = (min(n, IMAGE_CHUNK), *column.shape)
-                array = group.create_array(
-                    name, shape=values[name].shape, dtype=column.numpy_dtype, chunks=chunks,
-                    dimension_names=("window", *column.dims),
-                )  # fmt: skip
-                array[...] = values[name]
-            group.attrs.update({"obsid": fragment.obsid, "attempt": attempt})
-            # finalize then reads one metadata object per fragment instead of one per array
-            consolidate(group.store)
+        if len(fragment):
+            order = np.argsort(values["window_start"], kind="stable")
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, **{name: v[order] for name, v in values.items()})
+            write_atomically(
+                self.fs, self.path(fragment_key(fragment.obsid, attempt)), buffer.getvalue()
+            )
         marker = {
             "obsid": fragment.obsid,
             "attempt": attempt,
-            "n_windows": n,
+            "n_windows": len(fragment),
             "source": fragment.source,
             "size": fragment.size,
             "etag": fragment.etag or "",
@@ -219,164 +157,235 @@ class Archive:
         self.put_json(marker_key(fragment.obsid, attempt), marker)
         return marker
 
-    def markers(self) -> dict[str, dict[str, Any]]:
-        """The newest completion marker of every obsid (an obsid is complete iff it has one)."""
-        paths = self.glob(f"{MARKERS}/*/*.json")
-        latest: dict[str, dict[str, Any]] = {}
+    def pending(self) -> list[dict[str, Any]]:
+        """Every completion marker not yet cleared by a publish (any attempt of any obsid)."""
+        paths = self.glob(f"{PENDING}/*/*.json")
+        markers = []
         for path, raw in (self.fs.cat(paths, on_error="return") if paths else {}).items():
             if isinstance(raw, FileNotFoundError):
-                continue  # removed by a concurrent prune between listing and reading: superseded
+                continue  # cleared by a concurrent publish between listing and reading
             if isinstance(raw, Exception):
                 raise TransientError(f"{self.url}: reading marker {path}: {raw!r}") from raw
             marker = json.loads(raw)
-            held = latest.get(marker["obsid"])
-            if held is None or marker["attempt"] > held["attempt"]:
-                latest[marker["obsid"]] = marker
-        return latest
+            if parse_attempt_key(path) != (marker["obsid"], marker["attempt"]):
+                raise BatGlitchError(f"{self.url}: marker {path} names another attempt")
+            markers.append(marker)
+        return markers
+
+    # -- planning ----------------------------------------------------------------------------
+    def completions(self) -> dict[str, Completion]:
+        """Every published obsid with what its rows were made from (from_quicklook included),
+        read from the per-obsid table of the tip of main: a few requests, whatever the size."""
+        import zarr
+
+        repo = self.repository()
+        if repo is None:
+            return {}
+        root = zarr.open_group(readonly_session(repo).store, mode="r")
+        if "fragment_obsid" not in root:
+            return {}
+        table = {
+            name.removeprefix("fragment_"): root[name][...].tolist()
+            for name in root.array_keys()
+            if name.startswith("fragment_")
+        }
+        return {
+            obsid: Completion.from_record({k: v[i] for k, v in table.items()})
+            for i, obsid in enumerate(table["obsid"])
+        }
 
     def completed_obsids(self) -> set[str]:
-        return set(self.markers())
+        return set(self.completions())
 
-    # -- finalize ----------------------------------------------------------------------------
-    def finalize(
-        self, *, prune_grace_s: float = 3600.0, lease_wait_s: float = 600.0
-    ) -> FinalizeSummary:
-        """Build the root training view from complete fragments only, then consolidate metadata;
-        one finalize at a time (see lease)."""
-        with self.lease(wait_s=lease_wait_s):
-            return self._finalize(prune_grace_s)
+    # -- publish -----------------------------------------------------------------------------
+    def publish(
+        self,
+        *,
+        run_id: str | None = None,
+        summary: dict[str, Any] | None = None,
+        prune_grace_s: float = 3600.0,
+    ) -> PublishSummary:
+        """Commit every pending obsid's newest attempt in one Icechunk commit (tagged run_id,
+        the run summary in its metadata), then clear the markers and fragments it consumed."""
+        icechunk = icechunk_module()
+        if run_id is not None:
+            validate_run_id(run_id)
+        delay = 0.2
+        for attempt in range(1, PUBLISH_TRIES + 1):
+            markers = self.pending()
+            repo = self.repository(create=True)
+            session = repo.writable_session(BRANCH)
+            try:
+                snapshot, written = self._commit(session, markers, run_id, summary or {})
+                break
+            except icechunk.ConflictError as exc:  # another publish committed first: redo
+                if attempt == PUBLISH_TRIES:
+                    raise TransientError(f"{self.url}: publish kept conflicting: {exc}") from exc
+                logger.warning("%s: publish conflicted, starting again from the new tip", self.url)
+                time.sleep(delay * (1 + random.random()))
+                delay *= 2
+        if run_id is not None and run_id not in repo.list_tags():
+            repo.create_tag(run_id, snapshot)
+        self._clear(markers)
+        return PublishSummary(
+            snapshot_id=snapshot,
+            n_obsids=written.n_obsids,
+            n_windows=written.n_windows,
+            added=written.added,
+            replaced=written.replaced,
+            pruned=self.prune(grace_s=prune_grace_s),
+        )
 
-    def _finalize(self, prune_grace_s: float) -> FinalizeSummary:
-        latest = self.markers()
-        markers = [latest[k] for k in sorted(latest)]
-        configs = {json.dumps(m["config"], sort_keys=True) for m in markers}
-        if len(configs) > 1:
-            raise BatGlitchError(
-                f"{self.url}: fragments were made with {len(configs)} different algorithm "
-                "configurations; re-run them with one configuration (--force) before finalizing"
-            )
-        config = markers[0]["config"] if markers else {}
-        total = sum(m["n_windows"] for m in markers)
-        root = zarr.open_group(self.zarr_store(), mode="a", use_consolidated=False)
-        coords = " ".join(TABLE_COLUMNS)
-        arrays = {}
-        for name, column in WINDOW_COLUMNS.items():
-            image = name in IMAGE_COLUMNS
-            arrays[name] = root.create_array(
-                name, shape=(total, *column.shape), dtype=column.numpy_dtype,
-                chunks=(IMAGE_CHUNK if image else TABLE_CHUNK, *column.shape),
-                dimension_names=("window", *column.dims), overwrite=True,
-                attributes={**column.attrs, "coordinates": coords} if image else column.attrs,
-            )  # fmt: skip
-        table: dict[str, list[np.ndarray]] = {n: [] for n in TABLE_COLUMNS}
-        images: dict[str, list[np.ndarray]] = {n: [] for n in IMAGE_COLUMNS}
-        offset = 0
+    def _commit(
+        self, session: Any, markers: list[dict[str, Any]], run_id: str | None, summary: dict
+    ) -> tuple[str, Any]:
+        import zarr
 
-        def flush(final: bool) -> None:
-            """Write buffered image rows in whole chunks (no read-modify-write on S3)."""
-            nonlocal offset
-            for name, parts in images.items():
-                block = np.concatenate(parts) if parts else np.empty((0, *arrays[name].shape[1:]))
-                rows = len(block) if final else len(block) // IMAGE_CHUNK * IMAGE_CHUNK
-                if rows:
-                    arrays[name][offset : offset + rows] = block[:rows]
-                images[name] = [block[rows:]]
-            offset += rows
+        from batglitch.store.publish import write_publish
 
-        for _, values in self._fragment_rows(markers):
-            for name in IMAGE_COLUMNS:
-                images[name].append(values[name])
-            for name in TABLE_COLUMNS:
-                table[name].append(values[name])
-            if sum(len(part) for part in images["dpi"]) >= IMAGE_CHUNK:
-                flush(final=False)
-        flush(final=True)
-        for name, parts in table.items():
-            data = np.concatenate(parts) if parts else np.empty(0, dtype=arrays[name].dtype)
-            arrays[name][...] = data
-        self._write_fragment_table(root, markers)
+        root = zarr.open_group(session.store, mode="a")
+        published = self.completions_in(root)
+        newest: dict[str, dict[str, Any]] = {}
+        for marker in markers:
+            held = newest.get(marker["obsid"])
+            if held is None or marker["attempt"] > held["attempt"]:
+                newest[marker["obsid"]] = marker
+        # an attempt already in the archive (a publish killed before clearing) is not new
+        todo = [
+            newest[o]
+            for o in sorted(newest)
+            if o not in published or newest[o]["attempt"] > published[o]
+        ]
+        config = self._config(root, todo)
+        written = write_publish(root, todo, self._load)
         if config:
-            lc_bins = int(config["lightcurve_bins"])
-            root.create_array(
-                "lc_time_offset", shape=(lc_bins,), dtype="float64", dimension_names=("lc_bin",),
-                overwrite=True, attributes={"units": "s", "long_name": "bin start minus flagged bin start"},
-            )[...] = (np.arange(lc_bins) - lc_bins // 2) * float(config["bin_s"])  # fmt: skip
+            self._write_lightcurve_offsets(root, config)
         root.attrs.update(
             {
                 "title": "Swift/BAT heat-pipe glitch candidate windows",
                 "software_version": __version__,
                 "algorithm": config,
-                "n_obsids": len(markers),
-                "n_windows": total,
-                "finalized_at": utc_now(),
+                "n_obsids": written.n_obsids,
+                "n_windows": written.n_windows,
+                "published_at": utc_now(),
+                "run_id": run_id or "",
             }
         )
-        consolidate(self.zarr_store())
-        pruned = self.prune(grace_s=prune_grace_s)
-        return FinalizeSummary(n_obsids=len(markers), n_windows=total, pruned=pruned)
+        metadata = {
+            "run_id": run_id,
+            "n_windows": written.n_windows,
+            "n_obsids": written.n_obsids,
+            "added": written.added,
+            "replaced": written.replaced,
+            "summary": summary,
+        }
+        message = f"publish {run_id or 'without a run'}: +{written.added} obsids, {written.replaced} replaced"
+        return session.commit(message, metadata=metadata, allow_empty=True), written
 
-    def _fragment_rows(
-        self, markers: list[dict[str, Any]]
-    ) -> Iterator[tuple[dict[str, Any], dict[str, np.ndarray]]]:
-        """Each complete fragment's rows sorted by window_start, in marker order.
+    @staticmethod
+    def completions_in(root: Any) -> dict[str, str]:
+        """obsid -> published attempt, from a session's per-obsid table."""
+        if "fragment_obsid" not in root:
+            return {}
+        obsids, attempts = root["fragment_obsid"][...], root["fragment_attempt"][...]
+        return {str(o): str(a) for o, a in zip(obsids, attempts, strict=True)}
 
-        Reads run ahead on a few threads (object-store latency dominates) but never more than
-        READ_AHEAD fragments are held in memory at once.
-        """
-        todo = iter(m for m in markers if m["n_windows"])
-        with ThreadPoolExecutor(max_workers=READERS) as pool:
-            ahead = deque(
-                (m, pool.submit(self._read_fragment, m)) for m in islice(todo, READ_AHEAD)
+    def _config(self, root: Any, todo: list[dict[str, Any]]) -> dict[str, Any]:
+        """The one algorithm configuration of the archive and everything about to join it."""
+        configs = {json.dumps(m["config"], sort_keys=True) for m in todo}
+        if root.attrs.get("algorithm"):
+            configs.add(json.dumps(root.attrs["algorithm"], sort_keys=True))
+        if len(configs) > 1:
+            raise BatGlitchError(
+                f"{self.url}: fragments were made with {len(configs)} different algorithm "
+                "configurations; re-run them with one configuration (--force) before publishing"
             )
+        return json.loads(configs.pop()) if configs else {}
+
+    @staticmethod
+    def _write_lightcurve_offsets(root: Any, config: dict[str, Any]) -> None:
+        if "lc_time_offset" in root:
+            return
+        bins = int(config["lightcurve_bins"])
+        root.create_array(
+            "lc_time_offset", shape=(bins,), dtype="float64", dimension_names=("lc_bin",),
+            attributes={"units": "s", "long_name": "bin start minus flagged bin start"},
+        )[...] = (np.arange(bins) - bins // 2) * float(config["bin_s"])  # fmt: skip
+
+    def _load(self, markers: Sequence[dict[str, Any]]) -> Iterator[dict[str, np.ndarray]]:
+        """Each marker's rows in marker order, read a few at a time ahead on threads."""
+        todo = (m for m in markers if m["n_windows"])
+        with ThreadPoolExecutor(max_workers=READERS) as pool:
+            ahead = deque(pool.submit(self._read_fragment, m) for m in islice(todo, READERS))
             while ahead:
-                marker, future = ahead.popleft()
+                future = ahead.popleft()
                 following = next(todo, None)
                 if following is not None:
-                    ahead.append((following, pool.submit(self._read_fragment, following)))
-                yield marker, future.result()
+                    ahead.append(pool.submit(self._read_fragment, following))
+                yield future.result()
 
     def _read_fragment(self, marker: dict[str, Any]) -> dict[str, np.ndarray]:
         key = fragment_key(marker["obsid"], marker["attempt"])
         try:
-            group = zarr.open_group(self.zarr_store(key), mode="r")
-            values = {name: group[name][...] for name in WINDOW_COLUMNS}
+            with np.load(io.BytesIO(self.fs.cat_file(self.path(key))), allow_pickle=False) as f:
+                values = {name: f[name] for name in WINDOW_COLUMNS}
         except Exception as exc:  # a marked fragment must be readable: say which one is not
             raise TransientError(f"{self.url}: reading complete fragment {key}: {exc!r}") from exc
-        order = np.argsort(values["window_start"], kind="stable")
-        return {name: v[order] for name, v in values.items()}
+        if len(values["window_start"]) != marker["n_windows"]:
+            raise BatGlitchError(f"{self.url}: fragment {key} does not hold its marker's rows")
+        return values
 
-    @staticmethod
-    def _write_fragment_table(root: zarr.Group, markers: list[dict[str, Any]]) -> None:
-        """One row per complete obsid, glitches or not: what the view was made from."""
-        for field, column in FRAGMENT_COLUMNS.items():
-            root.create_array(
-                f"fragment_{field}", shape=(len(markers),), dtype=column.numpy_dtype,
-                chunks=(max(len(markers), 1),), dimension_names=("fragment",), overwrite=True,
-                attributes=column.attrs,
-            )[...] = np.array([m[field] for m in markers], dtype=column.numpy_dtype)  # fmt: skip
+    def _clear(self, markers: Sequence[dict[str, Any]]) -> None:
+        """Delete consumed markers, then their fragments (a kill in between leaves unmarked
+        fragments, which prune removes after the grace period)."""
+        keys = [marker_key(m["obsid"], m["attempt"]) for m in markers]
+        keys += [fragment_key(m["obsid"], m["attempt"]) for m in markers if m["n_windows"]]
+        with ThreadPoolExecutor(max_workers=READERS) as pool:
+            list(pool.map(self._remove, keys))
+
+    def _remove(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):  # cleared already by a killed publish
+            self.fs.rm_file(self.path(key))
 
     def prune(self, *, grace_s: float) -> int:
-        """Delete attempts nobody will read again: those superseded by a newer complete attempt
-        of the same obsid (with their markers), and unmarked ones older than ``grace_s`` (a worker
-        still writing one is younger than that). Markers are read afresh, so an attempt that
-        completed while finalize ran is never taken for garbage."""
-        latest = self.markers()
+        """Delete fragments without a marker older than ``grace_s`` (a worker killed before its
+        marker; a live worker's attempt is younger than that). Lists only unpublished work."""
         cutoff = attempt_cutoff(grace_s)
-        fragments = {tuple(p.rstrip("/").split("/")[-2:]) for p in self.glob(f"{FRAGMENTS}/*/*")}
-        marked = {
-            (p.split("/")[-2], p.split("/")[-1].removesuffix(".json"))
-            for p in self.glob(f"{MARKERS}/*/*.json")
-        }
-        removed = 0
-        for obsid, attempt in sorted(fragments | marked):
-            newest = latest.get(obsid, {}).get("attempt", "")
-            superseded = (obsid, attempt) in marked and attempt < newest
-            abandoned = (obsid, attempt) not in marked and attempt < cutoff
-            if attempt == newest or not (superseded or abandoned):
-                continue
-            if (obsid, attempt) in fragments:
-                self.fs.rm(self.path(fragment_key(obsid, attempt)), recursive=True)
-            if (obsid, attempt) in marked:
-                self.fs.rm(self.path(marker_key(obsid, attempt)))
-            removed += 1
-        return removed
+        marked = {parse_attempt_key(p) for p in self.glob(f"{PENDING}/*/*.json")}
+        dead = []
+        for path in self.glob(f"{FRAGMENTS}/*/*.npz"):
+            obsid, attempt = parse_attempt_key(path)
+            if (obsid, attempt) not in marked and attempt < cutoff:
+                dead.append(fragment_key(obsid, attempt))
+        for key in dead:
+            self._remove(key)
+        return len(dead)
+
+    # -- versions ----------------------------------------------------------------------------
+    def versions(self) -> list[Version]:
+        """Every publish on main, newest first."""
+        repo = self.repository()
+        if repo is None:
+            return []
+        return [
+            Version(
+                snapshot_id=info.id,
+                run_id=info.metadata.get("run_id"),
+                written_at=info.written_at.isoformat(),
+                n_windows=int(info.metadata["n_windows"]),
+                n_obsids=int(info.metadata["n_obsids"]),
+                message=info.message,
+            )
+            for info in repo.ancestry(branch=BRANCH)
+            if "n_windows" in info.metadata  # the repository's own first commit is no publish
+        ]
+
+    def expire(self, older_than: dt.datetime) -> tuple[int, Any]:
+        """Forget versions older than ``older_than`` (their run tags too) and let Icechunk's
+        garbage collector delete what no remaining version references. Readers of an expired
+        version lose it; the tip of main is never expired."""
+        repo = self.repository()
+        if repo is None:
+            return 0, None
+        expired = repo.expire_snapshots(older_than, delete_expired_tags=True)
+        return len(expired), repo.garbage_collect(older_than)

@@ -3,8 +3,9 @@ becomes part of a key.
 
 Under the archive URL (a local directory or ``s3://bucket/prefix``):
 
-    fragments/<obsid>/<attempt>/      one worker attempt's rows
-    complete/<obsid>/<attempt>.json   its completion marker, written last
+    repo/                             the published archive: an Icechunk repository (engine.py)
+    fragments/<obsid>/<attempt>.npz   one worker attempt's rows, one object
+    pending/<obsid>/<attempt>.json    its completion marker, written last; publish consumes both
     manifests/<run_id>.json           a run's manifest (a JSON array, Step Functions reads it)
     runs/<run_id>/plan.json           the run's plan record
     runs/<run_id>/results/<obsid>.json  one worker's result record
@@ -23,8 +24,7 @@ import uuid
 
 from batglitch.errors import BatGlitchError
 
-FRAGMENTS, MARKERS, MANIFESTS, RUNS = "fragments", "complete", "manifests", "runs"
-LEASE = "finalize.lease.json"
+REPO, FRAGMENTS, PENDING, MANIFESTS, RUNS = "repo", "fragments", "pending", "manifests", "runs"
 
 OBSID = re.compile(r"\d{11}")
 # what new_attempt_id makes: UTC time to the microsecond, then 8 random hex digits
@@ -61,11 +61,17 @@ def attempt_cutoff(age_s: float) -> str:
 
 
 def fragment_key(obsid: str, attempt: str) -> str:
-    return f"{FRAGMENTS}/{validate_obsid(obsid)}/{validate_run_id(attempt)}"
+    return f"{FRAGMENTS}/{validate_obsid(obsid)}/{validate_run_id(attempt)}.npz"
 
 
 def marker_key(obsid: str, attempt: str) -> str:
-    return f"{MARKERS}/{validate_obsid(obsid)}/{validate_run_id(attempt)}.json"
+    return f"{PENDING}/{validate_obsid(obsid)}/{validate_run_id(attempt)}.json"
+
+
+def parse_attempt_key(key: str) -> tuple[str, str]:
+    """(obsid, attempt) of a fragment or marker key, validated: listings come from the store."""
+    obsid, name = key.rstrip("/").split("/")[-2:]
+    return validate_obsid(obsid), validate_run_id(name.split(".")[0])
 
 
 def manifest_key(run_id: str) -> str:

@@ -1,7 +1,12 @@
-"""Reading the archive: the xarray view and scikit-learn-ready arrays.
+"""Reading the archive: any published version as an xarray Dataset, and scikit-learn-ready arrays.
 
 Kept apart from archive.py so that workers, which only write, never import xarray and pandas
 (a second of start-up per pool process or Lambda cold start).
+
+Without this package, the same in one line (icechunk and xarray only; a local archive shown):
+
+    xr.open_zarr(icechunk.Repository.open(icechunk.local_filesystem_storage("out/archive/repo"))
+                 .readonly_session("main").store, consolidated=False)
 """
 
 from __future__ import annotations
@@ -13,22 +18,36 @@ import numpy as np
 import xarray as xr
 
 from batglitch.store.archive import archive_storage_options
+from batglitch.store.engine import open_repository, readonly_session
 
 
-def open_archive(url: str, storage_options: dict[str, Any] | None = None) -> xr.Dataset:
-    """The training view as an xarray Dataset (plain ``xr.open_zarr`` works as well)."""
+def open_archive(
+    url: str, version: str | None = None, storage_options: dict[str, Any] | None = None
+) -> xr.Dataset:
+    """One version of the archive (a run id, a snapshot id or a branch; the newest when None) as
+    an xarray Dataset. It reads that snapshot only, whatever is published meanwhile; its id is in
+    ``ds.attrs["snapshot_id"]``. Rows are in publish order: ``ds.sortby(["obsid",
+    "window_start"])`` sorts them."""
     options = archive_storage_options(url) if storage_options is None else storage_options
-    return xr.open_zarr(url, consolidated=True, storage_options=options or None)
+    repo = open_repository(url, options)
+    if repo is None:
+        raise FileNotFoundError(f"{url}: no archive has been published there")
+    session = readonly_session(repo, version)
+    ds = xr.open_zarr(session.store, consolidated=False)
+    ds.attrs["snapshot_id"] = session.snapshot_id
+    return ds
 
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """What scikit-learn estimators take: X (n_samples, n_features) plus ids to group and join on."""
+    """What scikit-learn estimators take: X (n_samples, n_features) plus ids to group and join on,
+    and the archive version they were read from (open_archive(url, version) gives them back)."""
 
     X: np.ndarray
     obsid: np.ndarray
     window_start: np.ndarray
     trigger_type: np.ndarray
+    version: str
 
     @property
     def groups(self) -> np.ndarray:
@@ -45,4 +64,5 @@ def training_set(ds: xr.Dataset, resolution: str = "lowres") -> TrainingSet:
         obsid=np.asarray(ds["obsid"].values, dtype=object),
         window_start=ds["window_start"].values,
         trigger_type=np.asarray(ds["trigger_type"].values, dtype=object),
+        version=str(ds.attrs.get("snapshot_id", "")),
     )

@@ -9,7 +9,7 @@ science modules; the science side hands plain arrays keyed by these names (Fragm
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -85,7 +85,28 @@ FRAGMENT_COLUMNS: dict[str, Column] = {
     "attempt": Column("str", "id of the worker attempt whose rows these are"),
     "completed_at": Column("str", "when that attempt completed, UTC ISO 8601"),
     "version": Column("str", "batglitch version that made the rows"),
+    "from_quicklook": Column("bool", "made from quick-look data: planning redoes it once archived"),
 }
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One published obsid, as planning needs it: one row of the fragment_* table."""
+
+    obsid: str
+    n_windows: int
+    source: str
+    size: int
+    etag: str
+    attempt: str
+    completed_at: str
+    version: str
+    from_quicklook: bool
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Completion:
+        """From a completion marker or a table row (extra keys, e.g. the config, are ignored)."""
+        return cls(**{f.name: record[f.name] for f in fields(cls)})
 
 
 def check_rows(obsid: str, rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
