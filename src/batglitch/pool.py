@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +42,25 @@ class Budget:
 
 
 def _start_worker(level: int, verbose: bool) -> None:
-    """Pool processes leave Ctrl-C to the parent (which stops them) and log like it does."""
+    """Pool processes leave Ctrl-C to the parent (which stops them) and log like it does.
+
+    They start with SIGINT blocked (see _no_sigint), so a Ctrl-C during their start-up stays
+    pending until it is ignored here, instead of a traceback from half-imported workers.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     console.configure(level, verbose=verbose)
+
+
+@contextmanager
+def _no_sigint() -> Iterator[None]:
+    """Hold back SIGINT while pool processes are started: a blocked signal mask is inherited by
+    the processes, a Python handler is not. The parent gets its Ctrl-C right afterwards."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _work(entry: ObsEntry, store: str, run_id: str | None) -> ObsResult:
@@ -94,10 +111,11 @@ def process_all(
                 results.append(_work(waiting.pop(), store, run_id))
                 bar.update()
             while more():
-                pool = ProcessPoolExecutor(
-                    max_workers=workers, mp_context=context,
-                    initializer=_start_worker, initargs=initargs,
-                )  # fmt: skip
+                with _no_sigint():
+                    pool = ProcessPoolExecutor(
+                        max_workers=workers, mp_context=context,
+                        initializer=_start_worker, initargs=initargs,
+                    )  # fmt: skip
                 try:
                     _drain(pool, waiting, more, results, bar, store, run_id, workers)
                 except KeyboardInterrupt:
@@ -126,7 +144,8 @@ def _drain(
     while (more() and not broken) or running:
         while more() and not broken and len(running) < workers:
             entry = waiting.pop()
-            running[pool.submit(_work, entry, store, run_id)] = entry
+            with _no_sigint():  # submit starts the pool's processes as they are needed
+                running[pool.submit(_work, entry, store, run_id)] = entry
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in done:
             entry = running.pop(future)
