@@ -4,6 +4,7 @@ contract downstream readers rely on (plain icechunk + xarray, reference DPI layo
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import pickle
 import signal
@@ -185,6 +186,64 @@ def test_training_set_feeds_a_scikit_learn_estimator_and_names_its_version(inges
     assert model.predict(data.X).shape == (n,)
     for train, test in GroupKFold(n_splits=2).split(data.X, labels, data.groups):
         assert not set(data.groups[train]) & set(data.groups[test])
+
+
+def test_the_view_is_cf_style_and_round_trips_through_netcdf(ingested, tmp_path):
+    """Units and long names on every window variable, coordinate values on every image
+    dimension, MET time references, attributes netCDF can hold: to_netcdf() writes it and
+    reads it back equal."""
+    ds = open_archive(ingested[0])
+    assert ds.attrs["Conventions"].startswith("CF-")
+    assert json.loads(ds.attrs["algorithm"]) == DetectionConfig().as_attrs()
+    for name, var in ds.variables.items():
+        if "fragment" in var.dims or name == "energy_band_bounds":  # CF: bounds take the coord's
+            continue
+        assert "long_name" in var.attrs, name
+        assert "units" in var.attrs or var.dtype.kind in "OM" or "units" in var.encoding, name
+    assert list(ds.energy_band.values) == [15.0, 50.0] and ds.energy_band.attrs["units"] == "keV"
+    assert ds.energy_band_bounds.values.tolist() == [[15.0, 50.0], [50.0, 350.0]]
+    assert ds.detx.values[-1] == 285 and ds.dety.values[-1] == 172 and len(ds.sand_x) == 16
+    assert ds.lc_bin.attrs["units"] == "s" and ds.lc_bin.values[32] == 0.0
+    assert np.isclose(ds.lc_bin.values[33], 0.016)
+    assert ds.window_start.attrs["timesys"] == "TT" and ds.window_start.attrs["mjdrefi"] == 51910
+    assert set(ds.dpi.coords) - set(ds.dims) == {"obsid", "window_start"}  # short plot titles
+
+    path = tmp_path / "view.nc"
+    ds.to_netcdf(path, engine="h5netcdf")
+    back = xr.open_dataset(path, engine="h5netcdf").load()
+    xr.testing.assert_identical(back.set_xindex("obsid"), ds.load())
+
+
+def test_strings_are_plain_python_strings_that_numpy_and_xarray_accept(ingested, tmp_path):
+    ds = open_archive(ingested[0])
+    for name in ("obsid", "trigger_type", "source_file"):
+        values = ds[name].values
+        assert values.dtype == object and all(type(v) is str for v in values), name
+        assert values.astype(str).dtype.kind == "U"
+    obsid = ds.obsid.values[0]
+    assert ds.sel(obsid=obsid).sizes["window"] == int((ds.obsid == obsid).sum()) > 0
+    assert ds.where(ds.obsid == obsid, drop=True).sizes["window"] > 0
+    np.savez(tmp_path / "ids.npz", obsid=ds.obsid.values.astype(str))
+    with np.load(tmp_path / "ids.npz") as saved:  # allow_pickle stays False: no objects inside
+        assert list(saved["obsid"]) == list(ds.obsid.values)
+    plain = plain_open(ingested[0]).set_xindex("obsid")  # the README's one-liner
+    assert plain.sel(obsid=obsid).sizes["window"] == ds.sel(obsid=obsid).sizes["window"]
+
+
+def test_group_k_fold_straight_from_open_archive(ingested):
+    """The README's training example, with the groups taken from the dataset itself."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold, cross_val_score
+
+    ds = open_archive(ingested[0])
+    X = ds.dpi_lowres.values.reshape(ds.sizes["window"], -1)
+    y = ds.snr_low.values > np.median(ds.snr_low.values)
+    scores = cross_val_score(
+        LogisticRegression(max_iter=500), X, y, groups=ds.obsid.values, cv=GroupKFold(n_splits=2)
+    )
+    assert len(scores) == 2 and np.isfinite(scores).all()
+    for train, test in GroupKFold(n_splits=2).split(X, y, groups=ds.obsid.values):
+        assert not set(ds.obsid.values[train]) & set(ds.obsid.values[test])
 
 
 def test_empty_archive_still_opens(tmp_path):

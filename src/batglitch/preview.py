@@ -35,13 +35,6 @@ def pick_windows(ds: xr.Dataset, n: int) -> np.ndarray:
     return np.array(sorted(chosen), dtype=int)
 
 
-def _lc_offsets(ds: xr.Dataset) -> np.ndarray:
-    """Start of each light-curve bin in seconds from the flagged bin's start."""
-    if "lc_time_offset" in ds:
-        return ds["lc_time_offset"].values
-    return np.asarray(ds["lc_bin"].values, dtype=np.float64)
-
-
 def _utc(value: np.datetime64 | float) -> str:
     if isinstance(value, np.datetime64) and not np.isnat(value):
         return np.datetime_as_string(value, unit="ms").replace("T", " ") + " UTC"
@@ -90,7 +83,7 @@ def _figure(ds: xr.Dataset, rows: np.ndarray) -> Figure:
     dpi_max = max(int(ds["dpi"][rows].max()), 1)
     lowres_max = max(int(ds["dpi_lowres"][rows].max()), 1)
     plane = detector_plane()
-    offsets = _lc_offsets(ds)
+    offsets = np.asarray(ds["lc_bin"].values, dtype=np.float64)  # s from the flagged bin
     config = DetectionConfig()
     for ax_row, i in zip(axes, rows, strict=True):
         window = ds.isel(window=int(i))

@@ -43,7 +43,13 @@ from batglitch.store.keys import (
     parse_attempt_key,
     validate_run_id,
 )
-from batglitch.store.schema import WINDOW_COLUMNS, Completion, check_rows
+from batglitch.store.schema import (
+    CONVENTIONS,
+    WINDOW_COLUMNS,
+    Completion,
+    check_rows,
+    dimension_coords,
+)
 
 logger = logging.getLogger(__name__)
 READERS = 16  # fragment reads / deletes in flight: object-store latency dominates
@@ -259,9 +265,10 @@ class Archive:
         config = self._config(root, todo)
         written = write_publish(root, todo, self._load)
         if config:
-            self._write_lightcurve_offsets(root, config)
+            self._write_dimension_coords(root, config)
         root.attrs.update(
             {
+                "Conventions": CONVENTIONS,
                 "title": "Swift/BAT heat-pipe glitch candidate windows",
                 "software_version": __version__,
                 "algorithm": config,
@@ -303,14 +310,14 @@ class Archive:
         return json.loads(configs.pop()) if configs else {}
 
     @staticmethod
-    def _write_lightcurve_offsets(root: Any, config: dict[str, Any]) -> None:
-        if "lc_time_offset" in root:
-            return
-        bins = int(config["lightcurve_bins"])
-        root.create_array(
-            "lc_time_offset", shape=(bins,), dtype="float64", dimension_names=("lc_bin",),
-            attributes={"units": "s", "long_name": "bin start minus flagged bin start"},
-        )[...] = (np.arange(bins) - bins // 2) * float(config["bin_s"])  # fmt: skip
+    def _write_dimension_coords(root: Any, config: dict[str, Any]) -> None:
+        """Coordinate values of the image dimensions (written once: they follow the config)."""
+        for name, (dims, values, attrs) in dimension_coords(config).items():
+            if name not in root:
+                root.create_array(
+                    name, shape=values.shape, dtype=values.dtype, dimension_names=dims,
+                    attributes=attrs,
+                )[...] = values  # fmt: skip
 
     def _load(self, markers: Sequence[dict[str, Any]]) -> Iterator[dict[str, np.ndarray]]:
         """Each marker's rows in marker order, read a few at a time ahead on threads."""

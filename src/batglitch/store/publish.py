@@ -21,7 +21,7 @@ import zarr
 from batglitch.store.schema import (
     FRAGMENT,
     FRAGMENT_COLUMNS,
-    TABLE_COLUMNS,
+    ROW_COORDINATES,
     WINDOW,
     WINDOW_COLUMNS,
     Column,
@@ -65,8 +65,8 @@ def place(n_rows: int, dropped: np.ndarray, n_new: int) -> Placement:
 def _create(root: zarr.Group, name: str, column: Column, dim: str, rows: int) -> zarr.Array:
     chunk = OBSID_CHUNK if dim == FRAGMENT else IMAGE_CHUNK if column.dims else TABLE_CHUNK
     attrs = column.attrs
-    if dim == WINDOW and column.dims:  # xarray then shows the 1-D columns as coordinates
-        attrs = {**attrs, "coordinates": " ".join(TABLE_COLUMNS)}
+    if dim == WINDOW and column.dims:  # xarray then shows these as the rows' coordinates
+        attrs = {**attrs, "coordinates": " ".join(ROW_COORDINATES)}
     return root.create_array(
         name, shape=(rows, *column.shape), dtype=column.numpy_dtype,
         chunks=(chunk, *column.shape), dimension_names=(dim, *column.dims), attributes=attrs,

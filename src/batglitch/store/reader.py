@@ -11,6 +11,7 @@ Without this package, the same in one line (icechunk and xarray only; a local ar
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +34,36 @@ def open_archive(
     if repo is None:
         raise FileNotFoundError(f"{url}: no archive has been published there")
     session = readonly_session(repo, version)
-    ds = xr.open_zarr(session.store, consolidated=False)
-    ds.attrs["snapshot_id"] = session.snapshot_id
+    ds = obsid_index(plain_strings(xr.open_zarr(session.store, consolidated=False)))
+    ds.attrs = netcdf_attrs({**ds.attrs, "snapshot_id": session.snapshot_id})
     return ds
+
+
+def plain_strings(ds: xr.Dataset) -> xr.Dataset:
+    """Every string variable as an object array of Python ``str``.
+
+    zarr v3 hands variable-length strings back as numpy's StringDType, which scikit-learn's
+    GroupKFold, ``np.savez`` (without pickling), ``.astype(str)`` and xarray selection do not
+    all accept; object arrays of str work everywhere, whatever numpy returns underneath.
+    """
+    strings = {
+        name: var.copy(data=np.asarray(var.values, dtype=object))
+        for name, var in ds.variables.items()
+        if var.dtype.kind == "T"
+    }
+    return ds.assign(strings) if strings else ds
+
+
+def obsid_index(ds: xr.Dataset) -> xr.Dataset:
+    """An index on the obsid coordinate: ``ds.sel(obsid="00012345000")`` gives its windows.
+    (The one-liner for a plain xarray dataset: ``ds.set_xindex("obsid")``.)"""
+    return ds.set_xindex("obsid") if "obsid" in ds.coords and "obsid" not in ds.xindexes else ds
+
+
+def netcdf_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes netCDF can hold: nested values (the algorithm's parameters) as JSON strings,
+    so ``ds.to_netcdf()`` writes what open_archive returns."""
+    return {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in attrs.items()}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,12 @@ WINDOW, FRAGMENT = "window", "fragment"
 # MET counts seconds from 2001-01-01 (TT); UTC = that epoch + MET + UTCF (DESIGN.md)
 MET_EPOCH_UNITS = "seconds since 2001-01-01 00:00:00"
 _UTC = {"units": MET_EPOCH_UNITS, "calendar": "proleptic_gregorian"}
+# Mission Elapsed Time as the event files' headers define it (DESIGN.md): TT, from MJD 51910 +
+# 7.4287037E-4 d. Kept as plain seconds (no "since" units), so xarray does not re-interpret it.
+_MET = {"timesys": "TT", "mjdrefi": 51910, "mjdreff": 7.4287037e-4, "timeunit": "s"}
+CONVENTIONS = "CF-1.11"
+# Per-window variables that label a row; the rest are data (and stay out of plot titles).
+ROW_COORDINATES = ("obsid", "window_start")
 # The reference layout (DESIGN.md): the detector plane, 16 x 16 sandwiches in 2 energy bands, and
 # the light-curve context every row carries (DetectionConfig.lightcurve_bins).
 DIM_SIZES = {"detx": 286, "dety": 173, "sand_y": 16, "sand_x": 16, "energy_band": 2, "lc_bin": 64}
@@ -53,20 +59,21 @@ class Column:
 # Per window (dim "window"). The store fills `obsid` from the fragment it writes.
 WINDOW_COLUMNS: dict[str, Column] = {
     "obsid": Column("str", "11-digit Swift observation id"),
-    "dpi": Column("uint16", "counts per detector, all energies", ("detx", "dety")),
+    "dpi": Column("uint16", "counts per detector, all energies", ("detx", "dety"), "count"),
     "dpi_lowres": Column(
         "uint16",
         "counts per detector sandwich in 15-50 / 50-350 keV",
         ("sand_y", "sand_x", "energy_band"),
+        "count",
     ),
-    "lightcurve": Column("int32", "all-energy counts in 16 ms bins", ("lc_bin",)),
-    "lightcurve_low": Column("int32", "counts <= 25 keV in 16 ms bins", ("lc_bin",)),
-    "lightcurve_high": Column("int32", "counts > 50 keV in 16 ms bins", ("lc_bin",)),
-    "window_start": Column("float64", "window start, MET (TT)", units="s"),
-    "window_stop": Column("float64", "window stop, MET (TT)", units="s"),
-    "snr_low": Column("float64", "z-score of the flagged bin, <= 25 keV"),
-    "snr_ratio": Column("float64", "z_low / |z_high| of the flagged bin"),
-    "n_events": Column("int64", "events in the window, all energies"),
+    "lightcurve": Column("int32", "all-energy counts in 16 ms bins", ("lc_bin",), "count"),
+    "lightcurve_low": Column("int32", "counts <= 25 keV in 16 ms bins", ("lc_bin",), "count"),
+    "lightcurve_high": Column("int32", "counts > 50 keV in 16 ms bins", ("lc_bin",), "count"),
+    "window_start": Column("float64", "window start, MET (TT)", units="s", extra=_MET),
+    "window_stop": Column("float64", "window stop, MET (TT)", units="s", extra=_MET),
+    "snr_low": Column("float64", "z-score of the flagged bin, <= 25 keV", units="1"),
+    "snr_ratio": Column("float64", "z_low / |z_high| of the flagged bin", units="1"),
+    "n_events": Column("int64", "events in the window, all energies", units="count"),
     "window_start_utc": Column("float64", "window start, UTC", extra=_UTC),
     "trigger_type": Column("str", "GUANO trigger type of the dump"),
     "trigger_time_utc": Column("float64", "GUANO trigger time, UTC", extra=_UTC),
@@ -107,6 +114,36 @@ class Completion:
     def from_record(cls, record: Mapping[str, Any]) -> Completion:
         """From a completion marker or a table row (extra keys, e.g. the config, are ignored)."""
         return cls(**{f.name: record[f.name] for f in fields(cls)})
+
+
+def dimension_coords(config: Mapping[str, Any]) -> dict[str, tuple[tuple[str, ...], Any, dict]]:
+    """Coordinate values for every image dimension, so plots and selections read in detector,
+    sandwich, keV and second units: name -> (dims, values, attrs). `config` is the algorithm's
+    parameters (DetectionConfig.as_attrs()); without it only the plane's indices are known."""
+    index = {"units": "1"}
+    coords: dict[str, tuple[tuple[str, ...], Any, dict]] = {
+        "detx": (("detx",), np.arange(DIM_SIZES["detx"]), {**index, "long_name": "DETX"}),
+        "dety": (("dety",), np.arange(DIM_SIZES["dety"]), {**index, "long_name": "DETY"}),
+        "sand_x": (("sand_x",), np.arange(DIM_SIZES["sand_x"]), {**index, "long_name": "sandwich column"}),
+        "sand_y": (("sand_y",), np.arange(DIM_SIZES["sand_y"]), {**index, "long_name": "sandwich row"}),
+    }  # fmt: skip
+    if config:
+        edges = np.asarray(config["lowres_energy_edges"], dtype=np.float64)
+        coords["energy_band"] = (
+            ("energy_band",), edges[:-1],
+            {"units": "keV", "long_name": "energy band lower edge", "bounds": "energy_band_bounds"},
+        )  # fmt: skip
+        coords["energy_band_bounds"] = (
+            ("energy_band", "nv"),
+            np.stack([edges[:-1], edges[1:]], axis=1),
+            {},  # CF: bounds take their units from the coordinate they bound
+        )
+        bins = int(config["lightcurve_bins"])
+        coords["lc_bin"] = (
+            ("lc_bin",), (np.arange(bins) - bins // 2) * float(config["bin_s"]),
+            {"units": "s", "long_name": "bin start minus the flagged bin's start"},
+        )  # fmt: skip
+    return coords
 
 
 def check_rows(obsid: str, rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
