@@ -36,7 +36,7 @@ RUN set -eu; \
     pins=; if [ -f requirements.lock ]; then pins="--constraint requirements.lock"; fi; \
     set --; if [ ! -x /lambda-entrypoint.sh ]; then set -- "$RUNTIME_CLIENT"; fi; \
     mkdir -p src; \
-    python3 -m pip wheel --prefer-binary --wheel-dir /wheels $pins . "$@"; \
+    python3 -m pip wheel --prefer-binary --wheel-dir /wheels $pins ".[aws,swift]" "$@"; \
     rm /wheels/batglitch-*.whl
 
 COPY src ./src

@@ -55,7 +55,7 @@ lock() {
     report=$(mktemp)
     "$PY" -m pip freeze --exclude-editable >"$freeze"
     "$PY" -m pip install --dry-run --ignore-installed --quiet --report "$report" \
-        --constraint "$freeze" "$ROOT" awslambdaric
+        --constraint "$freeze" "$ROOT[aws,swift]" awslambdaric
     "$PY" - "$report" >"$ROOT/requirements.lock" <<'EOF'
 import json
 import sys
