@@ -28,12 +28,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to sys.stdout as it is at each record, not as it was when logging was set up (a
+    runtime or a test may replace it after the handler module is imported)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout
+        super().emit(record)
+
+
 def configure(level: int = logging.INFO) -> None:
-    """Replace the runtime's plain handler with one JSON handler on stdout (idempotent)."""
+    """Replace the runtime's plain handler with one JSON handler on stdout (idempotent).
+
+    The package logger's own level is reset too: the CLI sets it (-q), and in a process that ran
+    the CLI before (tests, a warm container) that level would silently drop the handlers' lines."""
     root = logging.getLogger()
-    root.handlers = [logging.StreamHandler(sys.stdout)]
+    root.handlers = [_StdoutHandler()]
     root.handlers[0].setFormatter(JsonFormatter())
     root.setLevel(level)
+    logging.getLogger("batglitch").setLevel(logging.NOTSET)
     for chatty in ("httpx", "botocore", "aiobotocore"):  # a line per request or credential lookup
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
