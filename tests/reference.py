@@ -65,3 +65,34 @@ def reference_file(path) -> list[dict]:
         np.asarray(events["ENERGY"]),
         list(zip(gti["START"], gti["STOP"], strict=True)),
     )
+
+
+def reference_grb_row(time, detx, dety, energy, trigtime) -> dict:
+    """The GRB notebook: events with TRIGTIME <= TIME <= TRIGTIME + 0.064, both resolutions."""
+    t_min, t_max = trigtime, trigtime + 0.064
+    inside = (time >= t_min) & (time <= t_max)
+    dpi, _, _ = np.histogram2d(
+        detx[inside], dety[inside], bins=[np.arange(287) - 0.5, np.arange(174) - 0.5]
+    )
+    lowres, _ = np.histogramdd(
+        (detx[inside], dety[inside], energy[inside]), bins=[X_EDGES, Y_EDGES, ENERGY_EDGES]
+    )
+    return {
+        "window_start": t_min,
+        "window_stop": t_max,
+        "n_events": int(inside.sum()),
+        "dpi": dpi,
+        "dpi_lowres": np.swapaxes(lowres, 0, 1),
+    }
+
+
+def reference_grb_file(path) -> dict:
+    """The GRB notebook on a trigger's event file: astropy reads it, TRIGTIME from EVENTS."""
+    events = Table.read(path, hdu="EVENTS")
+    return reference_grb_row(
+        np.asarray(events["TIME"]),
+        np.asarray(events["DETX"]),
+        np.asarray(events["DETY"]),
+        np.asarray(events["ENERGY"]),
+        events.meta["TRIGTIME"],
+    )

@@ -32,6 +32,7 @@ class DetectionConfig:
 
     bin_s: float = 0.016
     pad_s: float = 0.024
+    grb_window_s: float = 0.064  # the GRB notebook's window: TRIGTIME <= TIME <= TRIGTIME + this
     low_energy_max_kev: float = 25.0
     high_energy_min_kev: float = 50.0
     z_low_min: float = 10.0

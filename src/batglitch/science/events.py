@@ -41,7 +41,8 @@ GTI_COLUMNS = {"START": "f8", "STOP": "f8"}
 # Integer columns: the allowed range, checked on the stored (scaled) values before the cast.
 COLUMN_RANGES = {"DETX": (0, N_DETX - 1), "DETY": (0, N_DETY - 1)}
 HEADER_KEYS = ("OBS_ID", "TSTART", "TSTOP", "UTCFINIT", "GAINAPP", "GAINMETH", "TIMESYS")
-NUMERIC_HEADER_KEYS = ("TSTART", "TSTOP", "UTCFINIT")
+HEADER_KEYS += ("TRIGTIME",)  # BAT trigger files: where the GRB window starts
+NUMERIC_HEADER_KEYS = ("TSTART", "TSTOP", "UTCFINIT", "TRIGTIME")
 OBSID = re.compile(r"\d{11}")
 BITPIX = (8, 16, 32, 64, -32, -64)
 # Keywords that shape the data or name the file: a second card of one is refused, not ignored.

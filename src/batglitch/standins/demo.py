@@ -9,6 +9,8 @@ from typing import Any
 from batglitch.standins.heasarc import fill_heasarc
 from batglitch.standins.swift_api import FakeObservation, fake_observations
 
+DEMO_RATE_HZ = 6000.0
+
 
 def demo_observations(begin: str, end: str, n: int = 36, seed: int = 1) -> list[FakeObservation]:
     """A month of GUANO dumps with a few of the problems real runs meet: ~3% of the event files
@@ -29,8 +31,12 @@ def fill_demo_heasarc(
     seed: int = 1,
     storage_options: dict[str, Any] | None = None,
 ) -> None:
-    """Synthetic event files with a handful of glitches and one GRB each, in the HEASARC layout."""
-    fill_heasarc(root_url, observations, storage_options, seed=seed, n_glitches=4, n_grbs=1)
+    """Synthetic event files with a handful of glitches and one GRB each, in the HEASARC layout,
+    at the real background rate (~6 kHz: 64 ms windows of ~380 background counts)."""
+    fill_heasarc(
+        root_url, observations, storage_options, seed=seed, rate_hz=DEMO_RATE_HZ, n_glitches=4,
+        n_grbs=1,
+    )  # fmt: skip
 
 
 def planted_problems(

@@ -5,19 +5,22 @@ geometry, spectra, glitch statistics) and come with the truth, so that every sta
 without network access. Everything is deterministic from ``SynthSpec.seed``: the same spec always
 gives the same bytes.
 
-The model, tuned against ``../shared/data/real_glitch_grb_dpis.npz``:
+The model, with its numbers measured on the real windows in ``../shared/data`` (the constants
+below say which):
 
-- background: Poisson counts at ``rate_hz`` over the enabled detectors (mild detector-to-detector
-  rate scatter), broken power-law count spectrum 10-1000 keV, times on the 100 us BAT clock tick;
-- glitch: a few-ms burst of 10-22 keV counts inside one 16 ms bin of the reference grid, part on a
-  handful of detectors (recurring hot spots, this file's warm detectors near the heat pipe), the
-  rest spread over the sandwich column by the pipe. Its size is whatever makes the reference
-  detector see the drawn significance (>= 11 sigma) in that file, and its bin has an ordinary high
-  band, so every injected glitch is flagged and nothing else is;
-- GRB: fast-rise exponential-decay burst over the whole (coded-mask shadowed) plane, hard spectrum.
+- background: Poisson counts at ``rate_hz`` (real windows: ~6-7 kHz) over the enabled detectors of
+  a patchy mask (whole sandwiches off, the rest scattered), mild detector-to-detector rate
+  scatter, a falling spectrum with ~40% of counts below 15 keV, times on the 100 us BAT clock;
+- glitch: a few-ms burst of <= 25 keV counts (most at 15-25 keV) inside one 16 ms bin of the
+  reference grid, on the recurring glitch detectors (each active as often and as brightly as in
+  the real glitch windows) and, for the rest, spread over the sandwich column by the heat pipe.
+  Its size is whatever makes the reference detector see the drawn significance (>= 11 sigma) in
+  that file, and its bin has an ordinary high band, so every injected glitch is flagged and
+  nothing else is;
+- GRB: fast-rise exponential-decay burst over the whole (coded-mask shadowed) plane peaking at its
+  trigger time, with a heavy-tailed brightness in the 64 ms trigger window and a hard spectrum.
 
-With the real example mask's share of disabled detectors (54%), 64 ms windows come out as the
-real ones: glitch ~510 counts, brightest detector ~10, 10 brightest ~9.5%; GRB ~470, 2, ~3.8%.
+``tests/test_synth.py`` compares synthetic and real windows statistic by statistic.
 """
 
 from __future__ import annotations
@@ -50,50 +53,96 @@ UTCF_S = -25.0  # UTC - MET clock offset of the late 2010s-2020s (UTC = 2001-01-
 MET_EPOCH = datetime(2001, 1, 1, tzinfo=UTC)
 N_DETECTORS = N_SIDE * N_SIDE * SANDWICH_NX * SANDWICH_NY  # 32,768
 
-# Background count spectrum: (lo keV, hi keV, photon index, weight). Nearly flat to ~30 keV, then
-# falling, so ~14% of counts fall below 15 keV, ~36% at <= 25 keV and ~3% above 350 keV; the
-# 15-50 / 50-350 keV ratio is that of the real low-resolution glitch DPIs (~2).
-BACKGROUND_SPECTRUM = ((10.0, 30.0, 0.5, 0.45), (30.0, 1000.0, 2.0, 0.55))
-GLITCH_ENERGY = (10.0, 22.0, 3.0)  # lo, hi, index: heat-pipe glitches are low-energy noise
-GRB_ENERGY = (10.0, 800.0)  # index drawn per burst in GRB_INDEX
-GRB_INDEX = (0.7, 1.3)
-
-# Detectors that are the brightest in real glitch windows again and again, with the fraction of
-# real glitch windows in which each holds >= 4 counts (measured on the reference DPIs).
-HOT_SPOTS = (
-    ((0, 25), 0.65),
-    ((12, 51), 0.57),
-    ((12, 38), 0.44),
-    ((6, 62), 0.39),
-    ((21, 29), 0.32),
-    ((29, 51), 0.30),
-    ((3, 11), 0.29),
-    ((27, 7), 0.25),
-    ((0, 139), 0.23),
-    ((3, 13), 0.17),
+# Background count spectrum: (lo keV, hi keV, photon index, weight). Flat below 15 keV, then
+# falling: ~40% of counts below 15 keV (their share of all counts against the low-resolution DPI's
+# 15-350 keV in the real windows), ~55% at <= 25 keV, ~2% above 350 keV, and a 15-50 / 50-350 keV
+# split like the real GRB windows' low-resolution DPIs (~0.6 in 15-50 keV).
+BACKGROUND_SPECTRUM = ((10.0, 15.0, 0.0, 0.40), (15.0, 50.0, 1.0, 0.35), (50.0, 1000.0, 2.0, 0.25))
+# Heat-pipe glitches are low-energy noise: all at <= 25 keV (the detection band), flat segments whose
+# top stays below 25 keV by more than the stored energy's quantisation. Per glitch kind (below): the
+# small hot-set glitches barely lift the real windows' 15-50 keV share (0.60-0.66 against ~0.6 for
+# the background), the big ones push it to ~0.9, so most glitch counts are at 15-25 keV.
+GLITCH_SPECTRA = (
+    ((10.0, 15.0, 0.0, 0.6), (15.0, 24.5, 0.0, 0.4)),
+    ((10.0, 15.0, 0.0, 0.1), (15.0, 24.5, 0.0, 0.9)),
 )
-HOT_SPOT_BOOST = 2.0  # hot spots take more of a glitch than this file's warm detectors
-N_WARM = 20  # this file's own glitch-prone detectors, in the two sandwich columns by the heat pipe
-WARM_DETX_MAX = 2 * PITCH_X
-WARM_RATE = 0.35  # chance that a warm detector takes part in a given glitch
-# The rest of a glitch is diffuse: single counts over the sandwich column by the heat pipe, which
-# holds ~23% of real glitch-window counts against ~6% in GRB windows.
-GLITCH_CORE_SHARE = (0.35, 0.65)
+GRB_ENERGY = (10.0, 800.0)  # index drawn per burst in GRB_INDEX
+GRB_INDEX = (1.1, 1.8)  # real GRB windows keep ~59% (52-65%) of their 15-350 keV counts at 15-50
+
+# Recurring glitch detectors: (DETX, DETY), the share of real glitch windows in which the detector
+# holds >= 3 counts, and its mean count then. Measured on the 77 real glitch DPIs of
+# ../shared/data/real_glitch_grb_dpis.npz (none of them holds >= 3 counts in any real GRB window).
+GLITCH_DETECTORS = (
+    ((0, 25), 0.65, 6.9),
+    ((12, 51), 0.57, 8.9),
+    ((3, 11), 0.56, 3.6),
+    ((21, 29), 0.48, 4.5),
+    ((6, 62), 0.47, 4.4),
+    ((12, 38), 0.45, 5.0),
+    ((3, 13), 0.39, 3.5),
+    ((0, 139), 0.35, 4.2),
+    ((27, 7), 0.34, 4.3),
+    ((29, 51), 0.30, 6.5),
+    ((3, 25), 0.30, 3.7),
+    ((21, 92), 0.29, 3.4),
+    ((0, 17), 0.27, 3.6),
+    ((0, 145), 0.23, 3.7),
+    ((8, 95), 0.19, 5.7),
+    ((0, 95), 0.18, 3.3),
+    ((11, 49), 0.16, 3.2),
+    ((3, 101), 0.16, 3.9),
+    ((0, 82), 0.13, 3.4),
+    ((15, 123), 0.12, 4.7),
+    ((0, 47), 0.12, 3.3),
+    ((8, 121), 0.12, 5.0),
+    ((7, 79), 0.10, 8.2),
+    ((94, 154), 0.10, 6.5),
+    ((15, 1), 0.10, 3.2),
+)
+# The recurring hot set: the detectors active in >= 20% of real glitch windows.
+HOT_SET = tuple(position for position, share, _ in GLITCH_DETECTORS if share >= 0.2)
+# About a quarter of the real glitch windows put (almost) nothing on the hot set: those are the big
+# ones (totals of ~750 to ~3,700 counts against ~380-580 for the hot-set kind), their counts on a
+# group near DETY 110 and other detectors instead (same source and measurement as above).
+OTHER_GLITCH_DETECTORS = (
+    ((81, 110), 0.8, 19.0),
+    ((78, 110), 0.7, 8.5),
+    ((44, 110), 0.7, 10.0),
+    ((2, 110), 0.6, 3.0),
+    ((4, 115), 0.5, 16.8),
+    ((7, 114), 0.5, 7.8),
+    ((25, 90), 0.5, 13.7),
+)
+OTHER_GLITCH_SHARE = 0.27
+OTHER_GLITCH_SIZE = 150  # counts of an other-kind glitch whose detectors hold the table's means
+GLITCH_ACTIVE_QUIET = 0.4  # mean counts of a glitch detector that is not active (real: 0-1)
+GLITCH_ACTIVE_MIN = 3  # an active glitch detector holds at least this many counts
+# The rest of a glitch is diffuse: single counts over the sandwich column by the heat pipe
+# (DETX < 18), which holds ~23% of real glitch-window counts against ~6% in GRB windows.
 PIPE_DETX_MAX = PITCH_X
+GLITCH_HOT_SHARE_MAX = 0.55  # the diffuse part is never below 45% of a glitch
 GLITCH_Z_MIN = 11.0  # low-band significance every injected glitch reaches in its 16 ms bin
-GLITCH_Z_SCALE = 2.5  # median excess over the minimum, lognormal
-GLITCH_Z_SPREAD = 0.9
-GLITCH_Z_MAX = 60.0
+# Excess over the minimum, lognormal (scale, spread) for the hot-set kind and the other kind: the
+# first just clears the detection threshold, the second has the heavy tail of the real totals.
+GLITCH_Z_EXCESS = ((3.0, 0.6), (25.0, 0.8))
+GLITCH_Z_MAX = 80.0
 # k glitches in a GTI of n bins can reach z ~ sqrt(n / k) at most, whatever their size: aim at
 # most this share of it, which bounds how many glitches one GTI can hold.
 GLITCH_Z_REACH = 0.8
 GTI_BINS_PER_GLITCH = math.ceil((GLITCH_Z_MIN / GLITCH_Z_REACH) ** 2)
 GLITCH_Z_HIGH_MAX = 3.0  # glitch bins have an ordinary high band: z_low / |z_high| stays > 3
 GLITCH_STRIDE_BINS = 16  # candidate glitch bins are this far apart, so their windows never overlap
-GRB_PEAK_HZ = (300.0, 2500.0)  # log-uniform peak rate above background
+# Counts a GRB adds to the 64 ms window from its trigger: lognormal, heavy-tailed like the real GRB
+# windows (total median ~470, 90th percentile ~870, 99th ~1,700 on a ~410-count background).
+GRB_WINDOW_EXCESS = (60.0, 1.45)  # median, log spread
+GRB_WINDOW_EXCESS_MAX = 7500.0  # the brightest real GRB window holds ~7,800 counts
+GRB_WINDOW_S = 0.064
 GRB_RISE_S = (0.1, 1.0)
 GRB_DECAY_S = (1.0, 8.0)
 GRB_GLITCH_CLEARANCE_S = 2.0  # no glitch this close to a GRB peak: truth stays unambiguous
+# Patchy detector mask like the real one (../shared/data/bat_detmask_example.fits: 74 of 256
+# sandwiches wholly off, the others with a scattered share of their 128 detectors off).
+SANDWICH_OFF_SHARE = 0.29
 
 ADC_MAX = 4095
 GAIN_KEV_PER_ADU = 0.25
@@ -113,9 +162,12 @@ class SynthSpec:
     duration: float = 200.0
     n_gti: int = 2
     rate_hz: float = 6600.0
-    disabled_fraction: float = 0.1
+    disabled_fraction: float = 0.54  # the real example mask's share (bat_detmask_example.fits)
     n_glitches: int = 3
     n_grbs: int = 0
+    # A BAT trigger's event file (the bevshsp kind): the first GRB peaks at this MET and the
+    # EVENTS header carries it as TRIGTIME.
+    trigger_met: float | None = None
     gainapp: bool = True
     seed: int = 0
 
@@ -126,6 +178,10 @@ class SynthSpec:
             raise ValueError("duration and rate_hz must be positive")
         if self.n_gti < 1 or self.n_glitches < 0 or self.n_grbs < 0:
             raise ValueError("need n_gti >= 1 and non-negative n_glitches, n_grbs")
+        if self.trigger_met is not None and (
+            self.n_grbs < 1 or not self.tstart < self.trigger_met < self.tstart + self.duration
+        ):
+            raise ValueError("a trigger file needs n_grbs >= 1 and trigger_met inside the file")
         if not 0 <= self.disabled_fraction < 1:
             raise ValueError("disabled_fraction must be in [0, 1)")
 
@@ -136,7 +192,7 @@ class SynthTruth:
     reference grid of its GTI, t = glitch_times[k] exactly as np.arange computes the edges."""
 
     glitch_times: np.ndarray  # bin starts, MET s
-    grb_times: np.ndarray  # peak times, MET s
+    grb_times: np.ndarray  # trigger (= peak) times, MET s: the GRB window starts there
     gti: np.ndarray  # (n_gti, 2) START, STOP
     glitch_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     enabled: np.ndarray = field(default_factory=lambda: np.zeros((N_DETX, N_DETY), bool))
@@ -153,7 +209,6 @@ class _Plane:
     rate_weight: np.ndarray  # background rate share, zero when disabled
     gain: np.ndarray  # keV per ADU
     offset: np.ndarray  # ADU
-    warm: np.ndarray  # indices of this file's glitch-prone detectors
     pipe: np.ndarray  # indices of the enabled detectors in the sandwich column by the heat pipe
 
 
@@ -165,10 +220,25 @@ def detector_index(detx: np.ndarray, dety: np.ndarray) -> np.ndarray:
     return sandwich * (SANDWICH_NX * SANDWICH_NY) + local
 
 
-HOT_SPOT_INDEX = detector_index(
-    np.array([x for (x, _), _ in HOT_SPOTS]), np.array([y for (_, y), _ in HOT_SPOTS])
-)
-HOT_SPOT_RATE = np.array([p for _, p in HOT_SPOTS])
+def _detector_table(
+    table: tuple[tuple[tuple[int, int], float, float], ...],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Detector indices, participation shares and mean active counts of a glitch-detector table."""
+    index = detector_index(
+        np.array([x for (x, _), *_ in table]), np.array([y for (_, y), *_ in table])
+    )
+    return index, np.array([p for _, p, _ in table]), np.array([m for *_, m in table])
+
+
+def _hot_kind_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The shares were measured over all real glitch windows, the other kind included, where the
+    hot set is quiet: within the hot-set kind each detector takes part that much more often."""
+    index, share, mean = _detector_table(GLITCH_DETECTORS)
+    return index, np.minimum(share / (1 - OTHER_GLITCH_SHARE), 1.0), mean
+
+
+GLITCH_TABLES = (_hot_kind_table(), _detector_table(OTHER_GLITCH_DETECTORS))
+HOT_SET_INDEX = detector_index(np.array([x for x, _ in HOT_SET]), np.array([y for _, y in HOT_SET]))
 
 
 def _all_positions() -> tuple[np.ndarray, np.ndarray]:
@@ -181,18 +251,38 @@ def _all_positions() -> tuple[np.ndarray, np.ndarray]:
 
 def _make_plane(spec: SynthSpec, rng: np.random.Generator) -> _Plane:
     detx, dety = _all_positions()
-    # Hot spots are never disabled: a detector that glitches is one that is switched on.
-    others = np.setdiff1d(np.arange(N_DETECTORS), HOT_SPOT_INDEX)
-    n_off = round(spec.disabled_fraction * N_DETECTORS)
-    enabled = np.ones(N_DETECTORS, bool)
-    enabled[rng.choice(others, size=min(n_off, others.size), replace=False)] = False
+    enabled = _mask(spec.disabled_fraction, rng)
     weight = rng.gamma(10.0, 0.1, N_DETECTORS) * enabled
     gain = GAIN_KEV_PER_ADU * (1 + 0.03 * rng.standard_normal(N_DETECTORS))
     offset = OFFSET_ADU + 5.0 * rng.standard_normal(N_DETECTORS)
-    near_pipe = np.flatnonzero(enabled & (detx < WARM_DETX_MAX))
-    warm = np.sort(rng.choice(near_pipe, size=min(N_WARM, near_pipe.size), replace=False))
     pipe = np.flatnonzero(enabled & (detx < PIPE_DETX_MAX))
-    return _Plane(detx, dety, enabled, weight / weight.sum(), gain, offset, warm, pipe)
+    return _Plane(detx, dety, enabled, weight / weight.sum(), gain, offset, pipe)
+
+
+def _mask(disabled_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Exactly round(disabled_fraction * 32768) detectors off, patchy like the real mask: whole
+    sandwiches off (29% of them at the real 54%), and the rest scattered unevenly over the others.
+    Glitch detectors are never off: a detector that glitches is one that is switched on."""
+    per_sandwich = SANDWICH_NX * SANDWICH_NY
+    n_off = round(disabled_fraction * N_DETECTORS)
+    keep = np.concatenate([index for index, _, _ in GLITCH_TABLES])
+    protected = np.unique(keep // per_sandwich)
+    free = np.setdiff1d(np.arange(N_SIDE * N_SIDE), protected)
+    n_whole = min(round(SANDWICH_OFF_SHARE * n_off / 0.54 / per_sandwich), free.size)
+    whole = rng.choice(free, size=n_whole, replace=False)
+    enabled = np.ones(N_DETECTORS, bool)
+    enabled[(whole[:, None] * per_sandwich + np.arange(per_sandwich)).ravel()] = False
+    # The rest: each remaining sandwich loses a share of its detectors drawn around the mean.
+    candidates = np.setdiff1d(np.flatnonzero(enabled), keep)
+    sandwich_weight = rng.gamma(2.0, 1.0, N_SIDE * N_SIDE)[candidates // per_sandwich]
+    scattered = rng.choice(
+        candidates,
+        size=min(n_off - n_whole * per_sandwich, candidates.size),
+        replace=False,
+        p=sandwich_weight / sandwich_weight.sum(),
+    )
+    enabled[scattered] = False
+    return enabled
 
 
 def _power_law(u: np.ndarray, lo: float, hi: float, index: float) -> np.ndarray:
@@ -203,12 +293,15 @@ def _power_law(u: np.ndarray, lo: float, hi: float, index: float) -> np.ndarray:
     return (lo**a + u * (hi**a - lo**a)) ** (1.0 / a)
 
 
-def _bg_energy(rng: np.random.Generator, n: int) -> np.ndarray:
+def _spectrum(
+    rng: np.random.Generator, n: int, segments: tuple[tuple[float, float, float, float], ...]
+) -> np.ndarray:
+    """n energies from a spectrum of power-law segments (lo keV, hi keV, index, weight)."""
     u = rng.random(n)
-    edges = np.cumsum([0.0, *(w for *_, w in BACKGROUND_SPECTRUM)])
+    edges = np.cumsum([0.0, *(w for *_, w in segments)])
     seg = np.searchsorted(edges, u, side="right") - 1
     energy = np.empty(n)
-    for k, (lo, hi, index, _) in enumerate(BACKGROUND_SPECTRUM):
+    for k, (lo, hi, index, _) in enumerate(segments):
         sel = seg == k
         energy[sel] = _power_law((u[sel] - edges[k]) / (edges[k + 1] - edges[k]), lo, hi, index)
     return energy
@@ -256,7 +349,11 @@ def _background(spec: SynthSpec, plane: _Plane, rng: np.random.Generator) -> _Ba
     per_tick = rng.poisson(spec.rate_hz * TICK_S, _last_tick(spec) + 1)
     ticks = np.repeat(np.arange(per_tick.size), per_tick)
     n = ticks.size
-    return _Batch(ticks, rng.choice(N_DETECTORS, size=n, p=plane.rate_weight), _bg_energy(rng, n))
+    return _Batch(
+        ticks,
+        rng.choice(N_DETECTORS, size=n, p=plane.rate_weight),
+        _spectrum(rng, n, BACKGROUND_SPECTRUM),
+    )
 
 
 def _last_tick(spec: SynthSpec) -> int:
@@ -266,14 +363,20 @@ def _last_tick(spec: SynthSpec) -> int:
 def _grb_events(
     spec: SynthSpec, plane: _Plane, gti: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, _Batch]:
-    """Peak times and counts of the GRB-like bursts (FRED profiles, peaks inside GTIs)."""
+    """Trigger times and counts of the GRB-like bursts: FRED profiles peaking at the trigger
+    (inside a GTI), brightness in the 64 ms window from the trigger drawn like the real windows'."""
     lengths = gti[:, 1] - gti[:, 0]
     which = rng.choice(len(gti), size=spec.n_grbs, p=lengths / lengths.sum())
     peaks = np.sort(gti[which, 0] + rng.random(spec.n_grbs) * lengths[which])
+    if spec.trigger_met is not None:  # the trigger's burst, wherever the GTIs are
+        peaks = np.sort(np.concatenate([[spec.trigger_met], peaks[1:]]))
     bursts = []
     for peak in peaks:
-        rate = math.exp(rng.uniform(*np.log(GRB_PEAK_HZ)))
+        median, spread = GRB_WINDOW_EXCESS
+        excess = min(median * math.exp(spread * rng.standard_normal()), GRB_WINDOW_EXCESS_MAX)
         rise, decay = rng.uniform(*GRB_RISE_S), rng.uniform(*GRB_DECAY_S)
+        # the decay keeps exp(-t / decay) of the peak rate: the window's mean share of it
+        rate = excess / (decay * -math.expm1(-GRB_WINDOW_S / decay))
         n = rng.poisson(rate * (rise + decay))
         before = rng.random(n) < rise / (rise + decay)
         offsets = np.where(before, -rise, decay) * rng.exponential(1.0, n)
@@ -340,30 +443,35 @@ def _glitch_sizes(h0: np.ndarray, bins: np.ndarray, z: np.ndarray) -> np.ndarray
     raise ValueError("GTI too short for this many glitches; use longer GTIs or fewer glitches")
 
 
-def _glitch(spec: SynthSpec, plane: _Plane, t0: float, n: int, rng: np.random.Generator) -> _Batch:
-    """One burst of n low-energy counts inside the bin starting at t0: part on a few hot or warm
-    detectors (the core), the rest spread over the sandwich column by the heat pipe."""
-    hot = HOT_SPOT_INDEX[rng.random(HOT_SPOT_INDEX.size) < HOT_SPOT_RATE]
-    members = np.concatenate(
-        [
-            hot,
-            plane.warm[rng.random(plane.warm.size) < WARM_RATE],
-            rng.choice(np.flatnonzero(plane.enabled), size=rng.integers(1, 3)),
-        ]
+def _glitch(
+    spec: SynthSpec,
+    plane: _Plane,
+    t0: float,
+    n: int,
+    kind: int,
+    rng: np.random.Generator,
+) -> _Batch:
+    """One burst of n low-energy counts inside the bin starting at t0: each glitch detector of the
+    table takes part as often and as brightly as in the real glitches, the rest is spread over
+    the sandwich column by the heat pipe."""
+    index, share, mean = GLITCH_TABLES[kind]
+    active = rng.random(index.size) < share
+    # the big glitches of the other kind are big on their own detectors too (the real windows'
+    # 10 brightest detectors hold up to ~25% of ~2,000-count windows)
+    mean = mean * (max(1.0, n / OTHER_GLITCH_SIZE) if kind else 1.0)
+    counts = np.where(
+        active,
+        GLITCH_ACTIVE_MIN + rng.poisson(np.maximum(mean - GLITCH_ACTIVE_MIN, 0)),
+        rng.poisson(GLITCH_ACTIVE_QUIET, index.size),
     )
-    weight = rng.lognormal(0.0, 0.6, members.size)
-    weight[: hot.size] *= HOT_SPOT_BOOST
-    core = rng.binomial(n, rng.uniform(*GLITCH_CORE_SHARE))
+    cap = math.floor(GLITCH_HOT_SHARE_MAX * n)
+    if counts.sum() > cap:  # a small glitch cannot light every detector: thin them to fit
+        counts = rng.multivariate_hypergeometric(counts, cap)
+    det = np.concatenate([np.repeat(index, counts), rng.choice(plane.pipe, size=n - counts.sum())])
     length = rng.uniform(0.002, 0.006)
     begin = t0 + rng.uniform(0.001, BIN_S - 0.001 - length)
-    det = np.concatenate(
-        [
-            np.repeat(members, rng.multinomial(core, weight / weight.sum())),
-            rng.choice(plane.pipe, size=n - core),
-        ]
-    )
     return _Batch(
-        _ticks(begin + length * rng.random(n), spec), det, _power_law(rng.random(n), *GLITCH_ENERGY)
+        _ticks(begin + length * rng.random(n), spec), det, _spectrum(rng, n, GLITCH_SPECTRA[kind])
     )
 
 
@@ -384,11 +492,13 @@ def _glitch_events(
         if bins.size == 0:
             continue
         z_cap = min(GLITCH_Z_MAX, GLITCH_Z_REACH * math.sqrt((len(edges) - 1) / bins.size))
-        z = GLITCH_Z_MIN + GLITCH_Z_SCALE * rng.lognormal(0.0, GLITCH_Z_SPREAD, bins.size)
+        other = rng.random(bins.size) < OTHER_GLITCH_SHARE
+        scale, spread = np.array(GLITCH_Z_EXCESS)[other.astype(int)].T
+        z = GLITCH_Z_MIN + scale * rng.lognormal(0.0, spread)
         h_low = np.histogram(time[energy <= LOW_MAX_KEV], edges)[0]
         counts = _glitch_sizes(h_low, bins, np.minimum(z, z_cap))
-        for t0, n in zip(edges[bins], counts, strict=True):
-            bursts.append(_glitch(spec, plane, t0, n, rng))
+        for t0, n, kind in zip(edges[bins], counts, other, strict=True):
+            bursts.append(_glitch(spec, plane, t0, n, int(kind), rng))
             starts.append(t0)
             sizes.append(n)
     return np.array(starts), np.array(sizes, np.int64), _Batch.join(bursts)
@@ -537,6 +647,11 @@ def fits_hdus(events: np.ndarray, gti: np.ndarray, spec: SynthSpec) -> fits.HDUL
             ("HDUCLAS1", "EVENTS", "Event list"),
             *common,
             ("GAINAPP", spec.gainapp, "Gain correction has been applied"),
+            *(
+                [("TRIGTIME", float(spec.trigger_met), "BAT trigger time (MET s)")]
+                if spec.trigger_met is not None
+                else []
+            ),
             ("GAINMETH", "FIXEDDAC" if spec.gainapp else "LINEAR", "Gain correction method"),
         ]
     )
@@ -580,16 +695,29 @@ def write_event_file(target: str | os.PathLike | BinaryIO, spec: SynthSpec) -> S
     return truth
 
 
-def dpi_statistics(dpis: np.ndarray) -> dict[str, float]:
-    """Medians over a stack of (n, 286, 173) DPIs of the three numbers that tell glitch windows
-    from GRB windows: total counts, brightest-detector counts, share of the 10 brightest."""
+def dpi_statistics(dpis: np.ndarray) -> dict[str, np.ndarray]:
+    """Per window of a (n, 286, 173) DPI stack, the numbers that tell glitch windows from GRB
+    windows: total counts, brightest-detector counts, share of the 10 brightest, counts on the
+    recurring hot set."""
     flat = np.asarray(dpis, dtype=np.float64).reshape(len(dpis), -1)
     total = flat.sum(axis=1)
     top10 = np.partition(flat, -10, axis=1)[:, -10:].sum(axis=1)
+    hot = np.asarray(dpis)[:, [x for x, _ in HOT_SET], [y for _, y in HOT_SET]]
     with np.errstate(invalid="ignore", divide="ignore"):
-        share = top10 / total
-    return {
-        "median_total": float(np.median(total)),
-        "median_max": float(np.median(flat.max(axis=1))),
-        "median_top10_fraction": float(np.nanmedian(share)),
-    }
+        return {
+            "total": total,
+            "brightest": flat.max(axis=1),
+            "top10_share": top10 / total,
+            "hot_set": hot.sum(axis=1).astype(np.float64),
+        }
+
+
+def lowres_statistics(lowres: np.ndarray) -> dict[str, np.ndarray]:
+    """Per window of a (n, 16, 16, 2) low-resolution stack: the 15-50 keV share of its counts and
+    the share of its sandwich/band bins that are empty."""
+    flat = np.asarray(lowres, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "soft_share": flat[..., 0].sum(axis=(1, 2)) / flat.sum(axis=(1, 2, 3)),
+            "empty_share": (flat == 0).reshape(len(flat), -1).mean(axis=1),
+        }
