@@ -10,10 +10,8 @@ import pytest
 
 from batglitch.errors import TransientError
 from batglitch.sources.catalog import (
-    DEFAULT_ARCHIVE_ROOTS,
     HEASARC_HTTPS,
     ObsEntry,
-    archive_roots,
     plan,
     read_manifest,
     write_manifest,
@@ -27,7 +25,7 @@ FAST = {"retries": 2, "backoff_s": 0.01, "timeout_s": 2.0, "roots": ROOTS}
 
 
 def run_plan(api: FakeSwiftAPI, begin=BEGIN, end=END, **kwargs) -> list[ObsEntry]:
-    return plan(begin, end, api_url=api.url, **{**FAST, **kwargs})
+    return plan(begin, end, api_url=api.url, quicklook=[api.quicklook_url], **{**FAST, **kwargs})
 
 
 def expected_triggers(obs: FakeObservation) -> list[dict]:
@@ -227,6 +225,7 @@ def test_api_url_from_env_and_client_state_restored(observations, monkeypatch):
     before = TOOAPIBaseclass._api_base, TOOAPIBaseclass._timeout
     with FakeSwiftAPI(observations) as api:
         monkeypatch.setenv("SWIFT_TOO_API_URL", api.url)
+        monkeypatch.setenv("BATGLITCH_QUICKLOOK_URL", api.quicklook_url)
         entries = plan(BEGIN, END, **FAST)
         assert api.count("/swift/guano") == 3
     assert_matches(entries, observations)
@@ -259,14 +258,6 @@ def test_timezone_aware_and_string_ranges_mean_utc():
         aware = run_plan(api, begin="2024-03-01T01:00:00+01:00", end="2024-03-21T00:00:00+00:00")
     assert as_text == aware
     assert_matches(aware, obs)
-
-
-def test_archive_roots_setting(monkeypatch):
-    monkeypatch.delenv("BATGLITCH_ARCHIVE_ROOTS", raising=False)
-    assert archive_roots() == DEFAULT_ARCHIVE_ROOTS
-    monkeypatch.setenv("BATGLITCH_ARCHIVE_ROOTS", "file:///tmp/arch/, s3://mirror/prefix")
-    assert archive_roots() == ("file:///tmp/arch", "s3://mirror/prefix")
-    assert archive_roots(["/x/"]) == ("/x",)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json"])

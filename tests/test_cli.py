@@ -130,6 +130,7 @@ def services(tmp_path, monkeypatch):
     monkeypatch.setenv("BATGLITCH_ARCHIVE_ROOTS", str(heasarc))
     with FakeSwiftAPI(observations) as api:
         monkeypatch.setenv("SWIFT_TOO_API_URL", api.url)
+        monkeypatch.setenv("BATGLITCH_QUICKLOOK_URL", api.quicklook_url)
         yield observations
 
 

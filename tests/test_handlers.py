@@ -29,7 +29,11 @@ def services(tmp_path_factory):
     )
     fill_heasarc(str(root), observations, rate_hz=1500.0, duration=40.0, n_glitches=2)
     with FakeSwiftAPI(observations) as api:
-        env = {"SWIFT_TOO_API_URL": api.url, "BATGLITCH_ARCHIVE_ROOTS": str(root)}
+        env = {
+            "SWIFT_TOO_API_URL": api.url,
+            "BATGLITCH_ARCHIVE_ROOTS": str(root),
+            "BATGLITCH_QUICKLOOK_URL": api.quicklook_url,
+        }
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         yield {"observations": observations, "env": env}

@@ -12,6 +12,7 @@ from batglitch.errors import EventFileError
 from batglitch.pipeline.job import finalize_run, plan_run, process_item, rolling_range, run_results
 from batglitch.pipeline.worker import DONE, FAILED, NOT_ARCHIVED
 from batglitch.sources.catalog import read_manifest
+from batglitch.sources.places import Places
 from batglitch.standins import FakeSwiftAPI, fake_observations, fill_heasarc
 from batglitch.store.archive import Archive
 from batglitch.store.reader import open_archive
@@ -30,7 +31,10 @@ def world(tmp_path_factory):
     assert not any(o.corrupt and not o.archived for o in observations)
     fill_heasarc(str(heasarc), observations, rate_hz=500.0, duration=90.0, n_glitches=2)
     with FakeSwiftAPI(observations) as api:
-        yield {o.obsid: o for o in observations}, {"api_url": api.url, "roots": [str(heasarc)]}
+        yield (
+            {o.obsid: o for o in observations},
+            {"api_url": api.url, "roots": [str(heasarc)], "quicklook": [api.quicklook_url]},
+        )
 
 
 @pytest.mark.parametrize(
@@ -61,7 +65,10 @@ def test_a_run_plans_processes_and_reports_every_outcome(world, tmp_path):
     archive = Archive(store)
     assert archive.get_json(f"runs/{run.run_id}/plan.json")["manifest"] == run.manifest
 
-    results = {e.obsid: process_item(e, archive, run.run_id) for e in entries}
+    results = {
+        e.obsid: process_item(e, archive, run.run_id, places=Places.of_plan(options))
+        for e in entries
+    }
     report = finalize_run(store, run.run_id, workers=1)
     corrupt = next(o for o in observations.values() if o.corrupt)
     unarchived = next(o for o in observations.values() if not o.archived)
@@ -92,7 +99,9 @@ def test_an_entry_without_a_result_record_counts_as_failed(world, tmp_path):
     entries = read_manifest(run.manifest)
     archive = Archive(store)
     done = [e for e in entries if world[0][e.obsid].archived and not world[0][e.obsid].corrupt]
-    process_item(done[0], archive, run.run_id)  # the other workers died without a word
+    process_item(
+        done[0], archive, run.run_id, places=Places.of_plan(world[1])
+    )  # the other workers died without a word
 
     by_obsid = {r.obsid: r for r in run_results(archive, run.run_id, run.manifest)}
     assert sorted(by_obsid) == sorted(e.obsid for e in entries)
@@ -109,7 +118,9 @@ def test_process_item_records_a_failure_before_raising_it(world, tmp_path):
     corrupt = next(e for e in read_manifest(run.manifest) if world[0][e.obsid].corrupt)
     archive = Archive(store)
     with pytest.raises(EventFileError):
-        process_item(corrupt, archive, run.run_id, raise_errors=True)
+        process_item(
+            corrupt, archive, run.run_id, places=Places.of_plan(world[1]), raise_errors=True
+        )
     record = archive.get_json(f"runs/{run.run_id}/results/{corrupt.obsid}.json")
     assert record["status"] == FAILED and corrupt.obsid in record["error"]
     assert archive.completed_obsids() == set()
@@ -129,10 +140,14 @@ def test_rows_from_quicklook_are_redone_once_the_observation_is_archived(tmp_pat
 
     def run(observation) -> tuple[int, int, dict]:
         with FakeSwiftAPI([observation], quicklook_base=str(quicklook)) as api:
-            options = {"api_url": api.url, "roots": [str(heasarc)]}
+            options = {
+                "api_url": api.url,
+                "roots": [str(heasarc)],
+                "quicklook": [api.quicklook_url],
+            }
             planned = plan_run(BEGIN, END, store, plan_options=options)
             for entry in read_manifest(planned.manifest):
-                process_item(entry, Archive(store), planned.run_id)
+                process_item(entry, Archive(store), planned.run_id, places=Places.of_plan(options))
         finalize_run(store, planned.run_id)
         return planned.n_obsids, planned.skipped_complete, Archive(store).completions()
 

@@ -19,6 +19,7 @@ import xarray as xr
 from batglitch import pool
 from batglitch.pipeline.report import RunReport
 from batglitch.sources.catalog import plan
+from batglitch.sources.places import Places
 from batglitch.standins import FakeSwiftAPI, Fault, fake_observations, fill_heasarc
 from batglitch.standins.swift_api import FakeObservation
 from batglitch.store.archive import Archive
@@ -38,7 +39,10 @@ def world(tmp_path_factory):
     )
     fill_heasarc(str(heasarc), observations, rate_hz=500.0, duration=90.0, n_glitches=2)
     with FakeSwiftAPI(observations) as api:
-        yield observations, {"api_url": api.url, "roots": [str(heasarc)]}
+        yield (
+            observations,
+            {"api_url": api.url, "roots": [str(heasarc)], "quicklook": [api.quicklook_url]},
+        )
 
 
 def run(store: str, begin: datetime, end: datetime, options: dict, **kwargs) -> RunReport:
@@ -151,7 +155,12 @@ def test_a_killed_pool_process_fails_its_obsid_not_the_run(world, tmp_path):
         earlier = set(multiprocessing.active_children())  # not the pool's: leave them be
         with ThreadPoolExecutor(max_workers=1) as runner:
             running = runner.submit(
-                pool.process_all, [stuck, *entries[1:]], store, 2, progress=False
+                pool.process_all,
+                [stuck, *entries[1:]],
+                store,
+                2,
+                places=Places.configured(world[1]["roots"], [slow.quicklook_url]),
+                progress=False,
             )
             others = {e.obsid for e in entries[1:]}
             deadline = time.monotonic() + 120

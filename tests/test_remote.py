@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from eventfiles import Events, event_hdus, file_bytes
+from isal import igzip
 
 from batglitch.sources.fetch import fetch, storage_options_for
 from batglitch.sources.retry import RetryPolicy
@@ -24,8 +26,9 @@ def test_public_bucket_is_read_anonymously_and_others_signed(monkeypatch):
     assert storage_options_for("/local/path") == {}
 
 
-def test_fetch_reports_size_and_bytes(tmp_path):
-    path = tmp_path / "f.bin"
-    path.write_bytes(b"abc" * 10)
+def test_fetch_reports_stored_size_and_fits_bytes(tmp_path):
+    fits_bytes = file_bytes(event_hdus(Events.of([1.0], 0, 0, 20.0, [[0.0, 2.0]])), gz=False)
+    path = tmp_path / "f.evt.gz"
+    path.write_bytes(igzip.compress(fits_bytes))
     blob = fetch(str(path))
-    assert blob.data == b"abc" * 10 and blob.size == 30
+    assert blob.data == fits_bytes and blob.size == path.stat().st_size

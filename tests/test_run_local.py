@@ -140,7 +140,11 @@ def reference(world, tmp_path_factory):
             store,
             workers=1,
             progress=False,
-            plan_options={"api_url": api.url, "roots": [str(tmp / "heasarc")]},
+            plan_options={
+                "api_url": api.url,
+                "roots": [str(tmp / "heasarc")],
+                "quicklook": [api.quicklook_url],
+            },
         )
     return report, open_archive(store).load()
 

@@ -21,6 +21,7 @@ from batglitch.pipeline.worker import (
     process_entry,
 )
 from batglitch.sources.catalog import ObsEntry, plan
+from batglitch.sources.places import Places
 from batglitch.sources.retry import RetryPolicy
 from batglitch.standins import FakeSwiftAPI, Fault, fake_observations, fill_heasarc
 from batglitch.standins.synth import SynthSpec, write_event_file
@@ -38,6 +39,7 @@ class World:
     entries: dict[str, ObsEntry]  # good, other, corrupt, missing, not_archived
     heasarc: str
     truths: dict
+    places: Places  # the fake HEASARC root and the fake API's quick-look site
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +57,15 @@ def world(tmp_path_factory):
     roles["not_archived"] = not_archived
     # The API stays up: quick-look URLs of unarchived observations point at it (and 404 there).
     with FakeSwiftAPI(observations) as api:
-        planned = {e.obsid: e for e in plan(BEGIN, END, api_url=api.url, roots=[str(heasarc)])}
-        yield World({r: planned[o.obsid] for r, o in roles.items()}, str(heasarc), truths)
+        places = Places.configured([str(heasarc)], [api.quicklook_url])
+        planned = {
+            e.obsid: e
+            for e in plan(
+                BEGIN, END, api_url=api.url, roots=places.roots, quicklook=places.quicklook
+            )
+        }
+        roles = {r: planned[o.obsid] for r, o in roles.items()}
+        yield World(roles, str(heasarc), truths, places)
 
 
 def marked(archive: Archive) -> set[str]:
@@ -67,7 +76,7 @@ def marked(archive: Archive) -> set[str]:
 def test_an_archived_observation_lands_with_its_glitches(world, tmp_path):
     entry = world.entries["good"]
     archive = Archive(str(tmp_path / "a.zarr"))
-    result = process_entry(entry, archive, policy=FAST)
+    result = process_entry(entry, archive, policy=FAST, places=world.places)
     truth = world.truths[entry.obsid]
     assert (result.obsid, result.status, result.source) == (entry.obsid, DONE, entry.event_urls[0])
     assert result.n_events == truth.n_events
@@ -88,7 +97,7 @@ def test_a_corrupt_file_raises_naming_obsid_and_file(world, tmp_path):
     entry = world.entries["corrupt"]
     archive = Archive(str(tmp_path / "a.zarr"))
     with pytest.raises(EventFileError) as caught:
-        process_entry(entry, archive, policy=FAST)
+        process_entry(entry, archive, policy=FAST, places=world.places)
     assert (caught.value.obsid, caught.value.source) == (entry.obsid, entry.event_urls[0])
     assert entry.obsid in str(caught.value) and entry.event_urls[0] in str(caught.value)
     record = failed(entry.obsid, caught.value, 0.0)
@@ -102,7 +111,7 @@ def test_an_unarchived_observation_is_not_archived_and_leaves_no_marker(world, t
     entry = world.entries["not_archived"]
     assert not entry.archived and entry.event_urls  # a quick-look URL that answers 404
     archive = Archive(str(tmp_path / "a.zarr"))
-    result = process_entry(entry, archive, policy=FAST)
+    result = process_entry(entry, archive, policy=FAST, places=world.places)
     assert (result.obsid, result.status, result.n_windows) == (entry.obsid, NOT_ARCHIVED, 0)
     assert entry.event_urls[0] in result.error
     assert marked(archive) == set()
@@ -112,7 +121,7 @@ def test_a_missing_archived_file_is_reported_as_a_failure(world, tmp_path):
     entry = world.entries["missing"]
     assert entry.archived
     archive = Archive(str(tmp_path / "a.zarr"))
-    result = process_item(entry, archive, None)
+    result = process_item(entry, archive, None, places=world.places)
     assert (result.obsid, result.status) == (entry.obsid, FAILED)
     assert entry.obsid in result.error and entry.event_urls[0] in result.error
     assert marked(archive) == set()
@@ -120,9 +129,11 @@ def test_a_missing_archived_file_is_reported_as_a_failure(world, tmp_path):
 
 def test_locations_are_tried_in_order(world, tmp_path):
     good = world.entries["good"]
-    nowhere = f"{tmp_path}/nowhere/{good.event_urls[0].removeprefix(world.heasarc)}"
+    nowhere = f"{world.heasarc}/nowhere{good.event_urls[0].removeprefix(world.heasarc)}"
     entry = dataclasses.replace(good, event_urls=(nowhere, *good.event_urls))
-    result = process_entry(entry, Archive(str(tmp_path / "a.zarr")), policy=FAST)
+    result = process_entry(
+        entry, Archive(str(tmp_path / "a.zarr")), policy=FAST, places=world.places
+    )
     assert (result.status, result.source) == (DONE, good.event_urls[0])
 
 
@@ -131,7 +142,7 @@ def test_a_file_of_another_observation_is_refused(world, tmp_path):
     misplaced = dataclasses.replace(other, event_urls=good.event_urls)
     archive = Archive(str(tmp_path / "a.zarr"))
     with pytest.raises(EventFileError, match=f"header OBS_ID is {good.obsid}") as caught:
-        process_entry(misplaced, archive, policy=FAST)
+        process_entry(misplaced, archive, policy=FAST, places=world.places)
     assert caught.value.obsid == other.obsid
     assert marked(archive) == set()
 
@@ -141,7 +152,8 @@ def test_a_failing_http_server_is_retried_then_transient(world, tmp_path):
     with FakeSwiftAPI([], faults=[Fault(path=path, status=503, count=100)]) as api:
         entry = dataclasses.replace(world.entries["good"], event_urls=(f"{api.url}{path}",))
         with pytest.raises(TransientError, match=entry.obsid) as caught:
-            process_entry(entry, Archive(str(tmp_path / "a.zarr")), policy=FAST)
+            places = Places.configured([], [api.quicklook_url])
+            process_entry(entry, Archive(str(tmp_path / "a.zarr")), policy=FAST, places=places)
         assert api.count(path) >= FAST.attempts
     assert failed(entry.obsid, caught.value, 0.0).retryable
 
@@ -167,7 +179,9 @@ def test_ingesting_a_damaged_file_reports_it(world, tmp_path):
 
 
 def test_results_survive_json(world, tmp_path):
-    result = process_entry(world.entries["good"], Archive(str(tmp_path / "a.zarr")), policy=FAST)
+    result = process_entry(
+        world.entries["good"], Archive(str(tmp_path / "a.zarr")), policy=FAST, places=world.places
+    )
     again = ObsResult(**json.loads(json.dumps(result.to_dict())))
     assert again == result
     assert np.isfinite(again.seconds) and again.seconds > 0
@@ -189,7 +203,7 @@ def test_slewing_files_are_searched_on_their_own_and_share_the_fragment(tmp_path
     }
     assert all(r.status == DONE for r in per_file.values())
     archive = Archive(str(tmp_path / "both.zarr"))
-    result = process_entry(entry, archive, policy=FAST)
+    result = process_entry(entry, archive, policy=FAST, places=Places.configured([str(heasarc)]))
     assert result.n_windows == sum(r.n_windows for r in per_file.values())
     assert result.n_events == sum(r.n_events for r in per_file.values())
     assert result.bytes_read == sum(r.bytes_read for r in per_file.values())

@@ -461,6 +461,7 @@ def local_pipeline(
                 "BATGLITCH_STORE": deployment.store,  # what the stack gives its functions
                 # The public bucket only: the second default root is the internet HTTPS archive.
                 "BATGLITCH_ARCHIVE_ROOTS": f"s3://{HEASARC_BUCKET}",
+                "BATGLITCH_QUICKLOOK_URL": api.quicklook_url,
                 "PYTHONPATH": str(REPO),
                 "NO_PROXY": "127.0.0.1,localhost",
             }

@@ -283,7 +283,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         logger.info("fake Swift API at %s", api.url)
         report = pool.run(
             args.begin, args.end, args.store,
-            plan_options={"api_url": api.url, "roots": [heasarc], "slewing": args.slewing},
+            plan_options={
+                "api_url": api.url, "roots": [heasarc], "quicklook": [api.quicklook_url],
+                "slewing": args.slewing,
+            },
             **_run_options(args),
         )  # fmt: skip
     return _report_run(args, report, planted_problems(observations, report.results))

@@ -22,6 +22,7 @@ from batglitch.pipeline.job import defer_items, finalize_run, plan_run, process_
 from batglitch.pipeline.report import RunReport
 from batglitch.pipeline.worker import FAILED, ObsResult, failed
 from batglitch.sources.catalog import ObsEntry, read_manifest
+from batglitch.sources.places import Places
 from batglitch.store.archive import Archive
 
 logger = logging.getLogger(__name__)
@@ -63,12 +64,12 @@ def _no_sigint() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _work(entry: ObsEntry, store: str, run_id: str | None) -> ObsResult:
+def _work(entry: ObsEntry, store: str, run_id: str | None, places: Places | None) -> ObsResult:
     """Runs in a pool process; the archive handle is made once per process."""
     global _archive
     if _archive is None or _archive.url != store.rstrip("/"):
         _archive = Archive(store)
-    return process_item(entry, _archive, run_id)
+    return process_item(entry, _archive, run_id, places=places)
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
@@ -87,6 +88,7 @@ def process_all(
     workers: int,
     *,
     run_id: str | None = None,
+    places: Places | None = None,
     progress: bool = True,
     budget: Budget | None = None,
 ) -> tuple[list[ObsResult], list[ObsEntry]]:
@@ -108,7 +110,7 @@ def process_all(
     with console.Progress("obsids", len(entries), "obsid", enabled=progress) as bar:
         try:
             while more() and workers <= 1:
-                results.append(_work(waiting.pop(), store, run_id))
+                results.append(_work(waiting.pop(), store, run_id, places))
                 bar.update()
             while more():
                 with _no_sigint():
@@ -117,7 +119,7 @@ def process_all(
                         initializer=_start_worker, initargs=initargs,
                     )  # fmt: skip
                 try:
-                    _drain(pool, waiting, more, results, bar, store, run_id, workers)
+                    _drain(pool, waiting, more, results, bar, store, run_id, places, workers)
                 except KeyboardInterrupt:
                     _stop(pool)
                     raise
@@ -136,6 +138,7 @@ def _drain(
     bar: console.Progress,
     store: str,
     run_id: str | None,
+    places: Places | None,
     workers: int,
 ) -> None:
     """Keep `workers` entries in flight until none are left or the pool breaks."""
@@ -145,7 +148,7 @@ def _drain(
         while more() and not broken and len(running) < workers:
             entry = waiting.pop()
             with _no_sigint():  # submit starts the pool's processes as they are needed
-                running[pool.submit(_work, entry, store, run_id)] = entry
+                running[pool.submit(_work, entry, store, run_id, places)] = entry
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in done:
             entry = running.pop(future)
@@ -202,7 +205,13 @@ def run(
     budget = Budget(max_windows) if max_windows is not None else None
     try:
         results, deferred = process_all(
-            entries, store, workers, run_id=run_plan.run_id, progress=progress, budget=budget
+            entries,
+            store,
+            workers,
+            run_id=run_plan.run_id,
+            places=Places.of_plan(options),  # read only where the plan was made to read
+            progress=progress,
+            budget=budget,
         )
     except Interrupted as stop:
         raise Interrupted(

@@ -18,6 +18,7 @@ from typing import Any
 from batglitch.pipeline.report import RunReport, summarize
 from batglitch.pipeline.worker import DEFERRED, FAILED, ObsResult, failed, process_entry
 from batglitch.sources.catalog import ObsEntry, plan, read_manifest, write_manifest
+from batglitch.sources.places import Places
 from batglitch.store.archive import Archive, utc_now
 from batglitch.store.keys import (
     manifest_key,
@@ -88,16 +89,23 @@ def plan_run(
 
 
 def process_item(
-    entry: ObsEntry, archive: Archive, run_id: str | None, *, raise_errors: bool = False
+    entry: ObsEntry,
+    archive: Archive,
+    run_id: str | None,
+    *,
+    places: Places | None = None,
+    raise_errors: bool = False,
 ) -> ObsResult:
     """Process one obsid and, inside a run, leave its result record for finalize_run.
+
+    places: where its event files may be read from (default: the configured ones).
 
     A failure becomes a FAILED result; with raise_errors the exception is re-raised after it is
     recorded, so an orchestrator that retries by error type (Step Functions) sees its class.
     """
     started = time.perf_counter()
     try:
-        result = process_entry(entry, archive)
+        result = process_entry(entry, archive, places=places)
     except Exception as exc:  # one bad observation must never end a run
         result = failed(entry.obsid, exc, started)
         try:

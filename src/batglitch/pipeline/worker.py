@@ -7,6 +7,7 @@ attempt id and its completion marker comes last, so a re-run simply supersedes i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,10 +21,11 @@ from batglitch.science.dpi import WindowTable, glitch_table
 from batglitch.science.events import EventList, parse_events
 from batglitch.science.metadata import window_metadata
 from batglitch.sources.catalog import ObsEntry
-from batglitch.sources.fetch import Blob, fetch
+from batglitch.sources.fetch import fetch
+from batglitch.sources.places import Places
 from batglitch.sources.retry import RetryPolicy
 from batglitch.store.archive import Archive, Fragment
-from batglitch.store.keys import OBSID, validate_obsid
+from batglitch.store.keys import validate_obsid
 
 DONE, NO_GLITCHES, NOT_ARCHIVED, FAILED = "done", "no_glitches", "not_archived", "failed"
 DEFERRED = "deferred"  # planned, not started: the run's window budget (--max-windows) was spent
@@ -53,18 +55,33 @@ def process_entry(
     config: DetectionConfig | None = None,
     policy: RetryPolicy | None = None,
     *,
+    places: Places | None = None,
     allow_uncalibrated: bool = False,
 ) -> ObsResult:
-    """Fetch the first location of the pointed event file that exists (and of the slewing one,
+    """Read the first location of the pointed event file that exists (and of the slewing one,
     when the plan asked for it) and archive their windows as the obsid's fragment.
 
-    Raises EventFileError for a bad file and TransientError when the storage keeps failing;
-    an observation whose file is nowhere yet is a result (NOT_ARCHIVED), not an error.
+    Every planned URL must lie in an allowed place (default: the configured ones), checked
+    before anything is read. Raises EventFileError for a bad file or a refused URL and
+    TransientError when the storage keeps failing; an observation whose file is nowhere yet is
+    a result (NOT_ARCHIVED), not an error. Nothing is written unless every file read cleanly,
+    so a bad file leaves the obsid's previous rows as they were.
     """
     started = time.perf_counter()
     validate_obsid(entry.obsid)  # a manifest's obsid becomes a key: refuse a "../" at once
-    blob = _first_found(entry.event_urls, entry.obsid, policy)
-    if blob is None:
+    places = places or Places.configured()
+    for url in (*entry.event_urls, *entry.slew_urls):
+        places.check(url, entry.obsid)
+    config = config or DetectionConfig()
+    search = functools.partial(
+        _search_first,
+        obsid=entry.obsid,
+        config=config,
+        policy=policy,
+        allow_uncalibrated=allow_uncalibrated,
+    )
+    pointed = search(entry.event_urls)
+    if pointed is None:
         where = ", ".join(entry.event_urls) or "no location known"
         if entry.archived:  # the catalog says it exists: a wrong root or a lost file, not "later"
             raise EventFileError(
@@ -73,24 +90,36 @@ def process_entry(
         return ObsResult(
             entry.obsid, NOT_ARCHIVED, seconds=time.perf_counter() - started, error=where
         )
-    slewing = _first_found(entry.slew_urls, entry.obsid, policy) if entry.slew_urls else None
-    return archive_blobs(
-        [blob] if slewing is None else [blob, slewing],
+    slewing = search(entry.slew_urls) if entry.slew_urls else None
+    return _write(
+        [pointed] if slewing is None else [pointed, slewing],
         archive,
         config,
-        expected_obsid=entry.obsid,
+        obsid=entry.obsid,
         triggers=entry.triggers,
         utcf=float(entry.triggers[0]["utcf"]) if entry.triggers else None,
-        allow_uncalibrated=allow_uncalibrated,
         started=started,
         from_quicklook=not entry.archived,
     )
 
 
-def _first_found(urls: Sequence[str], obsid: str, policy: RetryPolicy | None) -> Blob | None:
+@dataclass(frozen=True)
+class _Searched:
+    """One event file's windows and what the fragment records about the file."""
+
+    table: WindowTable
+    url: str
+    size: int
+    etag: str | None
+    n_events: int
+    obsid: str | None
+    utcf: float
+
+
+def _search_first(urls: Sequence[str], obsid: str, **kwargs: Any) -> _Searched | None:
     for url in urls:
         try:
-            return fetch(url, policy)
+            return _search(url, obsid, **kwargs)
         except (FileNotFoundError, PermissionError):  # S3 says 403 for a missing key, too
             continue
         except TransientError as exc:
@@ -98,74 +127,89 @@ def _first_found(urls: Sequence[str], obsid: str, policy: RetryPolicy | None) ->
     return None
 
 
-def archive_blobs(
-    blobs: Sequence[Blob],
-    archive: Archive,
-    config: DetectionConfig | None = None,
+def _search(
+    url: str,
+    obsid: str | None,
     *,
-    expected_obsid: str | None = None,
+    config: DetectionConfig,
+    policy: RetryPolicy | None,
+    allow_uncalibrated: bool,
+) -> _Searched:
+    """Read one event file and search it on its own, as the reference does."""
+    events, size, etag = _read(url, obsid, policy, allow_uncalibrated)
+    return _Searched(
+        table=glitch_table(events, config),
+        url=url,
+        size=size,
+        etag=etag,
+        n_events=len(events),
+        obsid=events.obsid,
+        utcf=float(events.header.get("UTCFINIT", 0.0)),
+    )
+
+
+def _read(
+    url: str, obsid: str | None, policy: RetryPolicy | None, allow_uncalibrated: bool
+) -> tuple[EventList, int, str | None]:
+    """The file's columns, named by the planned obsid and checked to be its; the FITS bytes are
+    dropped on return, before the search, so they and the search never share the peak."""
+    blob = fetch(url, policy, obsid=obsid)
+    try:
+        events = parse_events(blob.data, url, allow_uncalibrated=allow_uncalibrated)
+    except EventFileError as exc:
+        if exc.obsid or not obsid:
+            raise
+        raise EventFileError(exc.source, exc.problem, obsid) from exc
+    if obsid and events.obsid and events.obsid != obsid:
+        raise EventFileError(url, f"header OBS_ID is {events.obsid}", obsid)
+    return events, blob.size, blob.etag
+
+
+def _write(
+    files: Sequence[_Searched],
+    archive: Archive,
+    config: DetectionConfig,
+    *,
+    obsid: str | None,
     triggers: tuple[dict[str, Any], ...] = (),
     utcf: float | None = None,
-    allow_uncalibrated: bool = False,
-    started: float | None = None,
+    started: float,
     from_quicklook: bool = False,
 ) -> ObsResult:
-    """Detect glitches in event files of one observation already in memory (each file on its
-    own, as the reference does) and write their windows as one fragment."""
-    started = time.perf_counter() if started is None else started
-    config = config or DetectionConfig()
-    tables, sources, n_events = [], [], 0
-    for blob in blobs:
-        events = _parse(blob, expected_obsid, allow_uncalibrated)
-        expected_obsid = events.obsid or expected_obsid
-        if utcf is None:
-            utcf = float(events.header.get("UTCFINIT", 0.0))
-        tables.append(glitch_table(events, config))
-        sources.append(np.full(len(tables[-1]), blob.url, dtype=object))
-        n_events += len(events)
-    if expected_obsid is None:
-        raise EventFileError(blobs[0].url, "no OBS_ID in the header and none given")
-    table = WindowTable.concat(tables)
+    """The windows of one observation's files as its fragment (one write, after every read)."""
+    obsid = obsid or files[0].obsid
+    if obsid is None:
+        raise EventFileError(files[0].url, "no OBS_ID in the header and none given")
+    table = WindowTable.concat([f.table for f in files])
     fragment = Fragment(
-        obsid=expected_obsid,
+        obsid=obsid,
         rows={
             **table.columns(),
-            **window_metadata(table, utcf=utcf or 0.0, triggers=triggers),
-            "source_file": np.concatenate(sources),
+            **window_metadata(
+                table, utcf=files[0].utcf if utcf is None else utcf, triggers=triggers
+            ),
+            "source_file": np.concatenate(
+                [np.full(len(f.table), f.url, dtype=object) for f in files]
+            ),
         },
-        source=", ".join(b.url for b in blobs),
-        size=sum(b.size for b in blobs),
-        etag=", ".join(b.etag or "" for b in blobs).strip(", ") or None,
+        source=", ".join(f.url for f in files),
+        size=sum(f.size for f in files),
+        etag=", ".join(f.etag or "" for f in files).strip(", ") or None,
         config=config.as_attrs(),
     )
     try:
         archive.write_fragment(fragment, from_quicklook=from_quicklook)
     except Exception as exc:  # storage trouble (throttling, a lost connection): worth a retry
-        raise TransientError(f"obsid {expected_obsid}: writing to {archive.url}: {exc!r}") from exc
+        raise TransientError(f"obsid {obsid}: writing to {archive.url}: {exc!r}") from exc
     return ObsResult(
-        expected_obsid,
+        obsid,
         DONE if len(table) else NO_GLITCHES,
         n_windows=len(table),
-        n_events=n_events,
+        n_events=sum(f.n_events for f in files),
         bytes_read=fragment.size,
         seconds=time.perf_counter() - started,
         source=fragment.source,
     )
-
-
-def _parse(blob: Blob, expected_obsid: str | None, allow_uncalibrated: bool) -> EventList:
-    """parse_events, with errors that name the planned obsid and a check that the file is its."""
-    try:
-        events = parse_events(blob.data, blob.url, allow_uncalibrated=allow_uncalibrated)
-    except EventFileError as exc:
-        if exc.obsid or not expected_obsid:
-            raise
-        raise EventFileError(exc.source, exc.problem, expected_obsid) from exc
-    if expected_obsid and events.obsid and events.obsid != expected_obsid:
-        raise EventFileError(blob.url, f"header OBS_ID is {events.obsid}", expected_obsid)
-    if events.obsid and not OBSID.fullmatch(events.obsid):  # it becomes a storage key
-        raise EventFileError(blob.url, f"header OBS_ID {events.obsid!r} is not 11 digits")
-    return events
 
 
 def failed(obsid: str, exc: BaseException, started: float) -> ObsResult:
@@ -179,10 +223,22 @@ def failed(obsid: str, exc: BaseException, started: float) -> ObsResult:
     )
 
 
-def ingest_file(url: str, archive: Archive, **kwargs: Any) -> ObsResult:
-    """Archive an event file a user already has (obsid from its OBS_ID header); never raises."""
+def ingest_file(
+    url: str,
+    archive: Archive,
+    *,
+    config: DetectionConfig | None = None,
+    allow_uncalibrated: bool = False,
+) -> ObsResult:
+    """Archive an event file a user already has (obsid from its OBS_ID header); never raises.
+
+    The user named the file, so any path is read (within the size caps)."""
     started = time.perf_counter()
+    config = config or DetectionConfig()
     try:
-        return archive_blobs([fetch(url)], archive, started=started, **kwargs)
-    except Exception as exc:
-        return failed("?", exc, started)
+        searched = _search(
+            url, None, config=config, policy=None, allow_uncalibrated=allow_uncalibrated
+        )
+        return _write([searched], archive, config, obsid=None, started=started)
+    except Exception as exc:  # the obsid whenever the header gave one
+        return failed(getattr(exc, "obsid", None) or "?", exc, started)

@@ -29,11 +29,10 @@ import fsspec
 from batglitch.errors import BatGlitchError, TransientError
 from batglitch.sources import retry as retry_policy
 from batglitch.sources.fetch import write_atomically
+from batglitch.sources.places import Places
 from batglitch.sources.retry import RetryPolicy
 
 HEASARC_HTTPS = "https://heasarc.gsfc.nasa.gov/FTP/"
-DEFAULT_ARCHIVE_ROOTS = ("s3://nasa-heasarc", "https://heasarc.gsfc.nasa.gov/FTP")
-ARCHIVE_ROOTS_ENV = "BATGLITCH_ARCHIVE_ROOTS"
 API_URL_ENV = "SWIFT_TOO_API_URL"
 MET_EPOCH = datetime(2001, 1, 1)
 # swifttools clock-corrects a whole answer in one GET; above ~145 entries that URL is refused.
@@ -87,19 +86,6 @@ class ObsEntry:
         )
 
 
-def archive_roots(roots: Sequence[str] | None = None) -> tuple[str, ...]:
-    """Where archived event files are read from, in order of preference.
-
-    Explicit roots win, then env BATGLITCH_ARCHIVE_ROOTS (comma-separated), then the public S3
-    bucket and the HTTPS archive. A root is anything fsspec opens: a local directory,
-    file://..., s3://bucket[/prefix] (LocalStack: endpoint via storage options) or https://...
-    """
-    if roots is None:
-        env = os.environ.get(ARCHIVE_ROOTS_ENV, "")
-        roots = [r for r in env.split(",") if r.strip()] or DEFAULT_ARCHIVE_ROOTS
-    return tuple(r.strip().rstrip("/") for r in roots)
-
-
 def plan(
     begin: datetime | str,
     end: datetime | str,
@@ -115,6 +101,7 @@ def plan(
     progress: Progress | None = None,
     api_url: str | None = None,
     roots: Sequence[str] | None = None,
+    quicklook: Sequence[str] | None = None,
     workers: int = 4,
 ) -> list[ObsEntry]:
     """Observations with GUANO dumps triggered in [begin, end) (UTC), minus those in `skip`.
@@ -123,7 +110,8 @@ def plan(
     tried 1 + retries times with exponential backoff (backoff_s, 2*backoff_s, ...) and a client
     timeout of timeout_s. Dumps are merged per obsid; event-file locations are resolved with
     `workers` concurrent Data requests. api_url defaults to env SWIFT_TOO_API_URL, then the
-    client's own default; roots: see archive_roots(). progress(stage, done, total) is called
+    client's own default; roots and quicklook: see sources.places (a quick-look URL the API
+    gives outside the quick-look site is left out). progress(stage, done, total) is called
     after each window (stage "guano") and each resolved obsid (stage "data").
     Raises TransientError naming the window or obsid whose requests kept failing.
     """
@@ -136,7 +124,7 @@ def plan(
 
     retry = functools.partial(_retrying, retries=retries, backoff_s=backoff_s)
     locate = functools.partial(
-        _locate, Data, slewing=slewing, roots=archive_roots(roots), retry=retry
+        _locate, Data, slewing=slewing, places=Places.configured(roots, quicklook), retry=retry
     )
     with swift_client(api_url, timeout_s):
         dumps = _dumps_by_obsid(GUANO, t0, t1, window_days, page_size, retry, progress)
@@ -306,7 +294,7 @@ def _locate(
     obsid: str,
     *,
     slewing: bool,
-    roots: tuple[str, ...],
+    places: Places,
     retry: Callable[..., Any],
 ) -> dict[str, Any]:
     """event_urls, archived, month (and slew_urls) of one obsid, from its Data listing.
@@ -318,7 +306,7 @@ def _locate(
             functools.partial(data, obs_id=obsid, bat=True, auxil=False, fetch=False),
             f"Data listing of obsid {obsid}",
         )
-        urls, archived, month = _file_urls(answer.entries, f"sw{obsid}bevshpo_uf.evt.gz", roots)
+        urls, archived, month = _file_urls(answer.entries, f"sw{obsid}bevshpo_uf.evt.gz", places)
     except BatGlitchError as exc:
         logger.warning("obsid %s: no event-file location: %s", obsid, exc)
         return {"event_urls": (), "archived": False, "month": None}
@@ -326,25 +314,29 @@ def _locate(
         logger.warning("obsid %s: no pointed BAT event file listed yet", obsid)
     where: dict[str, Any] = {"event_urls": urls, "archived": archived, "month": month}
     if slewing:
-        where["slew_urls"] = _file_urls(answer.entries, f"sw{obsid}bevshsl_uf.evt.gz", roots)[0]
+        where["slew_urls"] = _file_urls(answer.entries, f"sw{obsid}bevshsl_uf.evt.gz", places)[0]
     return where
 
 
 def _file_urls(
-    files: Sequence[Any], name: str, roots: tuple[str, ...]
+    files: Sequence[Any], name: str, places: Places
 ) -> tuple[tuple[str, ...], bool, str | None]:
     """(URLs to try, archived, YYYY_MM) of one file; the archived copy wins over quick-look."""
     matches = sorted((f for f in files if f.filename == name), key=lambda f: bool(f.quicklook))
     if not matches:
         return (), False, None
     f = matches[0]
-    if f.quicklook:
-        return (f.url,), False, None
+    if f.quicklook:  # the API's own URL: only read from the quick-look site
+        return (places.check(f.url, quicklook=True),), False, None
     if not f.url.startswith(HEASARC_HTTPS):
         raise BatGlitchError(f"{name}: archive URL outside {HEASARC_HTTPS}: {f.url}")
     key = f.url.removeprefix(HEASARC_HTTPS)
     month = _MONTH.match(key)
-    return tuple(f"{root}/{key}" for root in roots), True, month.group(1) if month else None
+    return (
+        tuple(places.check(f"{root}/{key}") for root in places.roots),
+        True,
+        month.group(1) if month else None,
+    )
 
 
 def _windows(t0: datetime, t1: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:

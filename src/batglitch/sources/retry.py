@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 import tenacity
 
-from batglitch.errors import BatGlitchError, TransientError
+from batglitch.errors import BatGlitchError, EventFileError, TransientError
 
 # 408 Request Timeout, 425 Too Early and 429 Too Many Requests are worth another try.
 RETRYABLE_4XX = frozenset({408, 425, 429})
@@ -52,7 +52,8 @@ class RetryPolicy:
 
 
 def is_permanent(exc: BaseException) -> bool:
-    if isinstance(exc, (PermanentError, *PERMANENT_OS_ERRORS)):
+    # EventFileError: a bad file, over a size cap, a refused place; retrying reads the same bytes
+    if isinstance(exc, (PermanentError, EventFileError, *PERMANENT_OS_ERRORS)):
         return True
     status = _status(exc)
     return status is not None and 400 <= status < 500 and status not in RETRYABLE_4XX

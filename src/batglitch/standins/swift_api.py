@@ -332,13 +332,16 @@ class FakeSwiftAPI:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    @property
+    def quicklook_url(self) -> str:
+        """Where its quick-look URLs point: the place a run against it must allow."""
+        return self._quicklook_base or f"{self.url}/ql"
+
     def start(self) -> FakeSwiftAPI:
         server = LocalHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server = server
         # Quick-look URLs point back at this server by default, so they stay local (and 404).
-        self._catalog = _Catalog(
-            self._observations, self._quicklook_base or f"{self.url}/ql", self._overlap
-        )
+        self._catalog = _Catalog(self._observations, self.quicklook_url, self._overlap)
         self._thread = threading.Thread(target=server.serve_forever, daemon=True)
         self._thread.start()
         return self
