@@ -35,6 +35,10 @@ MAX_FITS_BYTES = 2 * 1024**3  # decompressed cap: ~8x a 10 M-event GRB trigger f
 # Compressed bytes per decompressor call: deflate expands at most ~1032:1, so one call's output
 # stays under ~70 MB even for a bomb. Small pieces also measured as fast as one-shot isal.
 PIECE = 64 * 1024
+# Gzip bombs: real event files expand ~2-5x; beyond MAX_RATIO x the compressed bytes read so far
+# (plus a little slack for small files) the stream is refused long before the size cap.
+MAX_RATIO = 100
+RATIO_SLACK = 64 * 1024**2
 CONVERT_ROWS = 1 << 20  # rows per conversion step: temporaries stay a few MB
 EVENT_COLUMNS = {"TIME": "f8", "DETX": "i2", "DETY": "i2", "ENERGY": "f4"}
 GTI_COLUMNS = {"START": "f8", "STOP": "f8"}
@@ -237,11 +241,17 @@ def read_stream(
     pos = 0
     decompressor: Any = None
     started = False
+    consumed = 0  # compressed bytes fed to the decompressor
 
     def write(piece: bytes | memoryview) -> None:
         nonlocal pos
         if pos + len(piece) > limit:
             raise layout.fail(f"more than {limit} bytes of FITS: over the cap")
+        if decompressor is not None and pos + len(piece) > MAX_RATIO * consumed + RATIO_SLACK:
+            raise layout.fail(
+                f"{consumed} gzipped bytes expand to more than {pos + len(piece)}: "
+                f"over {MAX_RATIO}:1, a gzip bomb"
+            )
         view[pos : pos + len(piece)] = piece
         pos += len(piece)
         layout.scan(view, pos)
@@ -258,6 +268,7 @@ def read_stream(
             continue
         for start in range(0, data.nbytes, PIECE):
             rest: bytes | memoryview = data[start : start + PIECE]
+            consumed += len(rest)
             while rest:
                 if decompressor.eof:  # the next member of a multi-member file
                     decompressor = igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
