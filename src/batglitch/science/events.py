@@ -145,6 +145,7 @@ class _Layout:
             last = self.hdus[-1]
             if last.data_offset + last.data_size > available:
                 raise self.fail(f"file ends inside the data of HDU {last.name} (truncated FITS)")
+            self._check_padding(data, min(self.next, available))
 
     def _header(
         self, data: memoryview | bytes, offset: int, available: int, final: bool
@@ -165,10 +166,12 @@ class _Layout:
                 block = bytes(data[pos : pos + BLOCK]).decode("ascii")
             except UnicodeDecodeError:
                 raise self.fail(f"non-ASCII bytes in header of HDU {len(self.hdus)}") from None
+            if pos == offset and not first:
+                self._check_padding(data, offset)
             if pos == offset and not first and not block.startswith("XTENSION= "):
                 raise self.fail(
                     f"no XTENSION card where HDU {len(self.hdus)} must start (byte {offset}): "
-                    f"the previous HDU's data size disagrees with the file"
+                    "the previous header's data size disagrees with the file"
                 )
             pos += BLOCK
             for i in range(0, BLOCK, CARD):
@@ -182,6 +185,17 @@ class _Layout:
                 if key in header and STRUCTURAL.fullmatch(key):
                     raise self.fail(f"HDU {len(self.hdus)} has keyword {key} twice")
                 header.setdefault(key, _card_value(card[10:]))
+
+    def _check_padding(self, data: memoryview | bytes, offset: int) -> None:
+        """FITS pads data to a block with zeros: anything else there means the header
+        understated the data (e.g. NAXIS2 too small)."""
+        last = self.hdus[-1]
+        padding = data[last.data_offset + last.data_size : offset]
+        if any(padding) if len(padding) < 64 else np.frombuffer(padding, np.uint8).any():
+            raise self.fail(
+                f"bytes after the data of HDU {last.index} ({last.name}) are not zero padding: "
+                "its header's data size disagrees with the file"
+            )
 
     def _check_obsid(self, header: dict[str, Any]) -> None:
         if "OBS_ID" not in header:
@@ -467,7 +481,7 @@ def _read_columns(
                 low, high = values.min(), values.max()
                 if not bounds[0] <= low <= high <= bounds[1]:
                     raise layout.fail(f"{column} outside {bounds[0]}..{bounds[1]} ({low}..{high})")
-                if scaled and not np.all(values == np.round(values)):
+                if (scaled or values.dtype.kind == "f") and not np.all(values == np.round(values)):
                     raise layout.fail(f"{column} has non-integer values")
             target[start : start + len(values)] = values
         out[column] = target
