@@ -7,7 +7,11 @@
 #                                                (--index defaults to AWS_BATCH_JOB_ARRAY_INDEX)
 #
 # Build args:
-#   BASE_IMAGE      Python base of both stages (same interpreter in each). Default: the AWS Lambda
+#   BASE_IMAGE      Python base of both stages (same interpreter in each). Pin it by digest for a
+#                   reproducible, tamper-evident build: --build-arg
+#                   BASE_IMAGE=public.ecr.aws/lambda/python:3.12@sha256:<digest> (the digest from
+#                   `crane digest` / `docker buildx imagetools inspect`; the CDK app passes its
+#                   `base_image` setting here). Default: the AWS Lambda
 #                   Python base, whose /lambda-entrypoint.sh and bundled runtime client run the
 #                   handlers (with the runtime interface emulator when started outside Lambda).
 #                   Any image with python3 >= 3.12, pip and /bin/sh works too (scripts/base_image.sh

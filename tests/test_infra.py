@@ -18,13 +18,17 @@ import pytest
 from aws_cdk.assertions import Match, Template
 from batglitch_infra import asl
 from batglitch_infra.settings import Settings
-from batglitch_infra.stack import HANDLERS, HEASARC_ARN, BatglitchStack
+from batglitch_infra.stack import HANDLERS, HEASARC_ARN, STORE_KEY, BatglitchStack
 from cdk_nag import AwsSolutionsChecks
 from cfnlint.api import lint
 
 IMAGE_URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/batglitch:v1"
+DIGEST = "sha256:" + "ab" * 32
+ENVIRONMENT = cdk.Environment(account="123456789012", region="us-east-1")
 SETTINGS = {
-    "lambda": Settings(alarm_email="ops@example.org", process_memory_mb=2560),
+    "lambda": Settings(
+        alarm_email="ops@example.org", process_memory_mb=2560, base_image=f"python:3.12@{DIGEST}"
+    ),
     "batch": Settings(
         image_uri=IMAGE_URI,
         batch=True,
@@ -79,7 +83,8 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
         "lambda": BatglitchStack(
             app, "BatglitchLambda", settings=SETTINGS["lambda"], image_context=context
         ),
-        "batch": BatglitchStack(app, "BatglitchBatch", settings=SETTINGS["batch"]),
+        # with an account and region, as `cdk deploy` with credentials synthesizes it
+        "batch": BatglitchStack(app, "BatglitchBatch", settings=SETTINGS["batch"], env=ENVIRONMENT),
     }
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     try:
@@ -160,6 +165,9 @@ def _first_retrier(retry: list[dict[str, Any]], error: str) -> dict[str, Any] | 
 
 
 def test_cdk_nag_passes(synth: Synth) -> None:
+    """Both ways: without an environment (tokens for region and account) and with one."""
+    assert cdk.Token.is_unresolved(synth.stacks["lambda"].account)
+    assert synth.stacks["batch"].account == ENVIRONMENT.account
     assert synth.error is None, f"synth failed (cdk-nag findings are printed above): {synth.error}"
     report = json.loads((synth.outdir / "validation-report.json").read_text())
     violations = [v for plugin in report["pluginReports"] for v in plugin["violations"]]
@@ -187,8 +195,10 @@ def test_every_acknowledgement_names_a_rule_and_a_reason(synth: Synth) -> None:
 def test_cfn_lint_finds_no_errors(synth: Synth, variant: str) -> None:
     matches = lint(json.dumps(synth.templates[variant]), regions=["us-east-1"])
     assert [m for m in matches if m.rule.id.startswith("E")] == []
-    # The only warning allowed: CDK's explicit DependsOn next to a GetAtt on the same role.
-    assert {m.rule.id for m in matches} <= {"W3005"}
+    # The only warnings allowed: CDK's explicit DependsOn next to a GetAtt on the same role, and
+    # (with an account and region) the VPC's availability zones, which CDK resolves at synth.
+    allowed = {"W3005", "W3010"} if variant == "batch" else {"W3005"}
+    assert {m.rule.id for m in matches} <= allowed
 
 
 # --- storage -----------------------------------------------------------------------------------
@@ -244,6 +254,18 @@ def test_scratch_prefixes_expire_and_nothing_else(synth: Synth) -> None:
     assert expiring == {"archive/manifests/": days, "runs/": days}
 
 
+@pytest.mark.parametrize("variant", sorted(SETTINGS))
+def test_archive_keeps_old_versions_for_a_while(synth: Synth, variant: str) -> None:
+    """Any bad write or delete is recoverable; old versions expire so the bill stays bounded."""
+    bucket = synth.templates[variant]["Resources"][_archive_bucket(synth, variant)]["Properties"]
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    (old,) = [
+        r for r in bucket["LifecycleConfiguration"]["Rules"] if "NoncurrentVersionExpiration" in r
+    ]
+    assert 1 <= old["NoncurrentVersionExpiration"]["NoncurrentDays"] <= 90
+    assert old["ExpiredObjectDeleteMarker"] is True and "Prefix" not in old
+
+
 # --- compute -----------------------------------------------------------------------------------
 
 
@@ -271,6 +293,14 @@ def test_existing_ecr_image_is_used_as_given(synth: Synth) -> None:
         assert _image_uri(function["Properties"]["Code"]["ImageUri"]) == IMAGE_URI
     manifest = json.loads((synth.outdir / "BatglitchBatch.assets.json").read_text())
     assert manifest.get("dockerImages", {}) == {}  # nothing to build
+
+
+def test_the_image_base_is_pinned_by_digest_when_asked(synth: Synth) -> None:
+    (assets,) = synth.outdir.glob(f"{synth.stacks['lambda'].artifact_id}.assets.json")
+    (image,) = json.loads(assets.read_text())["dockerImages"].values()
+    assert image["source"]["dockerBuildArgs"] == {"BASE_IMAGE": f"python:3.12@{DIGEST}"}
+    dockerfile = (Path(__file__).resolve().parents[1] / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=" in dockerfile and "@sha256:<digest>" in dockerfile  # documented
 
 
 def test_image_asset_leaves_local_state_out(synth: Synth) -> None:
@@ -368,7 +398,9 @@ def test_no_wildcard_grants_and_no_managed_policies(synth: Synth, variant: str) 
     for role, statement in _statements(synth, variant):
         actions = _as_list(statement["Action"])
         resources = _as_list(statement["Resource"])
-        assert statement["Effect"] == "Allow"
+        if statement["Effect"] == "Deny":  # finalize's guard on the workers' keys, nothing else
+            assert actions == ["s3:PutObject"], (role, statement)
+            continue
         assert not any(a == "*" or a.endswith(":*") for a in actions), (role, statement)
         if any(a.startswith("s3:") for a in actions):
             assert "*" not in resources, (role, statement)
@@ -395,28 +427,63 @@ def test_heasarc_is_read_only_and_only_for_processing(synth: Synth, variant: str
     assert readers == expected
 
 
-def test_writes_stay_in_the_archive_and_plan_writes_only_run_files(synth: Synth) -> None:
-    bucket = _archive_bucket(synth, "lambda")
-    functions = synth.resources("lambda", "AWS::Lambda::Function")
-    plan_role = functions[_function_by_handler(synth, "lambda")["plan"]]["Properties"]["Role"]
-    process_role = functions[_function_by_handler(synth, "lambda")["process"]]["Properties"]["Role"]
-    for role, statement in _statements(synth, "lambda"):
-        writes = [
-            a for a in _as_list(statement["Action"]) if a in ("s3:PutObject", "s3:DeleteObject")
-        ]
-        if not writes:
-            continue
-        suffixes = []
-        for resource in _as_list(statement["Resource"]):
-            head, suffix = resource["Fn::Join"][1]
-            assert head == {"Fn::GetAtt": [bucket, "Arn"]}, (role, statement)
-            suffixes.append(suffix)
-        if role == plan_role["Fn::GetAtt"][0]:
-            assert writes == ["s3:PutObject"]
-            assert sorted(suffixes) == ["/*/manifests/*", "/*/runs/*"]
-        if role == process_role["Fn::GetAtt"][0]:  # workers never write the published repository
-            assert writes == ["s3:PutObject"]
-            assert sorted(suffixes) == ["/*/fragments/*", "/*/pending/*", "/*/runs/*"]
+def _writes(synth: Synth, variant: str) -> dict[str, dict[str, set[str]]]:
+    """role logical id -> effect:action -> key patterns in the archive bucket it is granted on."""
+    bucket = _archive_bucket(synth, variant)
+    found: dict[str, dict[str, set[str]]] = {}
+    for role, statement in _statements(synth, variant):
+        for action in _as_list(statement["Action"]):
+            if action not in ("s3:PutObject", "s3:DeleteObject"):
+                continue
+            for resource in _as_list(statement["Resource"]):
+                head, suffix = resource["Fn::Join"][1]
+                assert head == {"Fn::GetAtt": [bucket, "Arn"]}, (role, statement)
+                key = f"{statement['Effect']}:{action}"
+                found.setdefault(role, {}).setdefault(key, set()).add(suffix.lstrip("/"))
+    return found
+
+
+def _role_of(synth: Synth, variant: str, handler: str) -> str:
+    functions = synth.resources(variant, "AWS::Lambda::Function")
+    return functions[_function_by_handler(synth, variant)[handler]]["Properties"]["Role"][
+        "Fn::GetAtt"
+    ][0]
+
+
+@pytest.mark.parametrize("variant", sorted(SETTINGS))
+def test_each_step_writes_only_its_own_prefixes(synth: Synth, variant: str) -> None:
+    """The key layout of store/keys.py: plan puts manifests and plan records, process puts
+    fragments, markers and result records (never the Icechunk repository), finalize puts the
+    repository and the report and deletes what it published, but may never put a worker's keys;
+    nobody else deletes."""
+    writes = _writes(synth, variant)
+    store = f"{STORE_KEY}/"
+    assert writes[_role_of(synth, variant, "plan")] == {
+        "Allow:s3:PutObject": {f"{store}manifests/*", f"{store}runs/*/plan.json"}
+    }
+    process = {
+        "Allow:s3:PutObject": {
+            f"{store}fragments/*",
+            f"{store}pending/*",
+            f"{store}runs/*/results/*",
+        }
+    }
+    assert writes[_role_of(synth, variant, "process")] == process
+    assert writes[_role_of(synth, variant, "finalize")] == {
+        "Allow:s3:PutObject": {f"{store}*"},
+        "Allow:s3:DeleteObject": {f"{store}*"},
+        "Deny:s3:PutObject": {f"{store}fragments/*", f"{store}pending/*", f"{store}manifests/*"},
+    }
+    if variant == "batch":  # a Batch job does what the process function does
+        (job,) = synth.resources("batch", "AWS::Batch::JobDefinition").values()
+        job_role = job["Properties"]["ContainerProperties"]["JobRoleArn"]["Fn::GetAtt"][0]
+        assert writes[job_role] == process
+    machine_role = next(
+        r["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+        for r in synth.resources(variant, "AWS::StepFunctions::StateMachine").values()
+    )
+    assert writes[machine_role] == {"Allow:s3:PutObject": {"runs/*"}}  # the Map's results
+    assert len(writes) == 4 + (variant == "batch")
 
 
 def test_state_machine_may_start_only_its_own_child_executions(synth: Synth) -> None:
@@ -457,9 +524,31 @@ def test_batch_only_when_asked(synth: Synth) -> None:
     # the image's entrypoint prefixes `batglitch`; the array index comes from the environment
     assert container["Command"][:3] == ["process", "--manifest", "Ref::manifest"]
     assert "--index" not in container["Command"]
-    assert set(job["Properties"]["Parameters"]) == {"store"}  # the rest is per submission
+    # every parameter has a default; manifest and run_id are given per submission
+    assert set(job["Properties"]["Parameters"]) == {"store", "manifest", "run_id"}
     assert _image_uri(container["Image"]) == IMAGE_URI
     assert len(synth.resources("batch", "AWS::EC2::FlowLog")) == 1
+
+
+def test_batch_tasks_have_no_public_ip_and_a_read_only_root(synth: Synth) -> None:
+    (job,) = synth.resources("batch", "AWS::Batch::JobDefinition").values()
+    container = job["Properties"]["ContainerProperties"]
+    assert container["NetworkConfiguration"]["AssignPublicIp"] == "DISABLED"
+    assert container["ReadonlyRootFilesystem"] is True
+    assert [m["ContainerPath"] for m in container["MountPoints"]] == ["/tmp"]  # HOME
+    # no internet route at all: no internet gateway, no NAT; S3 through a gateway endpoint
+    kinds = {r["Type"] for r in synth.templates["batch"]["Resources"].values()}
+    assert not kinds & {"AWS::EC2::InternetGateway", "AWS::EC2::NatGateway", "AWS::EC2::EIP"}
+    endpoints = synth.resources("batch", "AWS::EC2::VPCEndpoint").values()
+    services = {
+        "".join(p for p in e["Properties"]["ServiceName"]["Fn::Join"][1] if isinstance(p, str))
+        if isinstance(e["Properties"]["ServiceName"], dict)
+        else e["Properties"]["ServiceName"]
+        for e in endpoints
+    }
+    assert any(s.endswith(".s3") for s in services), services
+    gateway = [e for e in endpoints if e["Properties"].get("VpcEndpointType") == "Gateway"]
+    assert len(gateway) == 1
 
 
 # --- the state-machine definition itself --------------------------------------------------------
@@ -601,6 +690,7 @@ def test_settings_from_cli_strings_and_cdk_json_types() -> None:
         ("tolerated_failure_percentage", "101"),
         ("process_timeout_s", "901"),
         ("image_uri", "docker.io/library/python:3.12"),
+        ("base_image", "public.ecr.aws/lambda/python:3.12"),  # a tag is not a pin
     ],
 )
 def test_settings_reject_bad_values(key: str, value: str) -> None:

@@ -19,6 +19,9 @@ IMAGE_URI = re.compile(
     r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
 
+# a base image reference pinned by digest: name[:tag]@sha256:<64 hex>
+PINNED_IMAGE = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
+
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 LAMBDA_MAX_TIMEOUT_S = 900
@@ -30,6 +33,8 @@ class Settings:
 
     # Existing ECR image to run instead of building the repo's Dockerfile as an asset.
     image_uri: str | None = None
+    # The Dockerfile's BASE_IMAGE for that build, pinned by digest (image[:tag]@sha256:...).
+    base_image: str | None = None
     # Daily run: EventBridge Scheduler expression (UTC) and how many days back plan looks.
     schedule: str = "cron(30 6 * * ? *)"
     schedule_enabled: bool = True
@@ -59,6 +64,8 @@ class Settings:
         problems = []
         if self.image_uri is not None and not IMAGE_URI.match(self.image_uri):
             problems.append(f"image_uri {self.image_uri!r} is not an ECR image URI")
+        if self.base_image is not None and not PINNED_IMAGE.match(self.base_image):
+            problems.append(f"base_image {self.base_image!r} is not pinned by @sha256: digest")
         if not 0 <= self.tolerated_failure_percentage <= 100:
             problems.append("tolerated_failure_percentage must be within 0..100")
         for name in (

@@ -29,6 +29,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from batglitch.store.keys import FRAGMENTS, MANIFESTS, PENDING, RUNS
 from batglitch_infra.asl import DEFINITION_PATH, substitutions
 from batglitch_infra.settings import IMAGE_URI, Settings
 
@@ -54,15 +55,26 @@ HANDLERS = {
 # The public AWS open-data bucket holding the HEASARC archive (commercial partition only).
 HEASARC_ARN = "arn:aws:s3:::nasa-heasarc"
 STORE_KEY = "archive"
-# Inside a store (batglitch.store.keys): plan writes manifests/<run_id>.json and runs/<run_id>/;
-# process writes fragments/, pending/ and runs/<run_id>/results/; finalize writes repo/ (the
-# Icechunk repository) and deletes the fragments and markers it published.
-MANIFESTS = "manifests/"
-RUN_RECORDS = "runs/"
-WORKER_PREFIXES = ("fragments/", "pending/", RUN_RECORDS)
+# What each step writes inside the store (key layout: batglitch.store.keys). A step's role may
+# put objects under its own prefixes only; finalize writes the Icechunk repository and the run
+# report and deletes the fragments and markers it published, but never puts workers' keys.
+WRITES = {
+    "plan": (f"{MANIFESTS}/*", f"{RUNS}/*/plan.json"),
+    "process": (f"{FRAGMENTS}/*", f"{PENDING}/*", f"{RUNS}/*/results/*"),
+    "finalize": ("*",),
+}
+FINALIZE_NEVER_PUTS = (f"{FRAGMENTS}/*", f"{PENDING}/*", f"{MANIFESTS}/*")
 # At the bucket root, written by the Map's ResultWriter: runs/<execution name>/<map run id>/.
 MAP_RESULTS = "runs/"
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+# Every overwrite or delete in the archive bucket keeps the old object this long (recoverable).
+NONCURRENT_VERSION_DAYS = 30
+# Batch tasks reach AWS only through these endpoints (no internet route, no public IPs).
+BATCH_INTERFACE_ENDPOINTS = {
+    "EcrApi": ec2.InterfaceVpcEndpointAwsService.ECR,
+    "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
+    "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
+}
 
 
 def _acknowledge(construct: Construct, *findings: tuple[str, str]) -> None:
@@ -135,7 +147,7 @@ class BatglitchStack(cdk.Stack):
                 prefix=prefix,
                 expiration=cdk.Duration.days(self.settings.scratch_expiry_days),
             )
-            for prefix in (f"{STORE_KEY}/{MANIFESTS}", MAP_RESULTS)
+            for prefix in (f"{STORE_KEY}/{MANIFESTS}/", MAP_RESULTS)
         ]
         return s3.Bucket(
             self,
@@ -148,7 +160,14 @@ class BatglitchStack(cdk.Stack):
                     id="abort-incomplete-uploads",
                     abort_incomplete_multipart_upload_after=cdk.Duration.days(7),
                 ),
+                s3.LifecycleRule(
+                    id="expire-old-versions",
+                    noncurrent_version_expiration=cdk.Duration.days(NONCURRENT_VERSION_DAYS),
+                    expired_object_delete_marker=True,
+                ),
             ],
+            # A bad write or delete is recoverable: the previous version stays for a while.
+            versioned=True,
             # The archive is the product: keep it when the stack goes.
             removal_policy=cdk.RemovalPolicy.RETAIN,
             **common,
@@ -176,6 +195,9 @@ class BatglitchStack(cdk.Stack):
             directory=str(context),
             exclude=list(IMAGE_EXCLUDE),
             platform=ecr_assets.Platform.LINUX_AMD64,
+            build_args={"BASE_IMAGE": self.settings.base_image}
+            if self.settings.base_image
+            else None,
         )
         return asset.repository, asset.image_tag
 
@@ -232,61 +254,49 @@ class BatglitchStack(cdk.Stack):
             self._allow_data(function.role, name)
 
     def _allow_data(self, role: iam.IRole, name: str) -> None:
-        """Least privilege: everyone reads the archive; plan writes manifests only, process its
-        fragments, markers and result records only (never the published repository), finalize
-        the repository; process alone reads the public HEASARC bucket."""
+        """Least privilege: everyone reads the archive; each step puts objects under its own
+        prefixes of the store only (WRITES); finalize alone deletes; process alone reads the
+        public HEASARC bucket."""
         bucket_id = self._logical(self.bucket)
-        objects_arn = self.bucket.arn_for_objects("*")
         statements = [
             iam.PolicyStatement(actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn]),
-            iam.PolicyStatement(actions=["s3:GetObject"], resources=[objects_arn]),
+            iam.PolicyStatement(
+                actions=["s3:GetObject"], resources=[self.bucket.arn_for_objects("*")]
+            ),
         ]
         findings = [
             (
                 f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/*]",
-                "Reads and writes Zarr chunk keys, markers and the consolidated view: any object "
-                "name, inside the archive bucket only.",
+                "Reads Zarr chunk keys, markers and the consolidated view: any object name, "
+                "inside the archive bucket only.",
             )
         ]
-        if name == "plan":
-            # Any store in the bucket, but only its manifests and run records.
-            prefixes = [f"*/{MANIFESTS}*", f"*/{RUN_RECORDS}*"]
+        writes = [f"{STORE_KEY}/{prefix}" for prefix in WRITES[name]]
+        actions = ["s3:PutObject", "s3:AbortMultipartUpload"]
+        if name == "finalize":
+            actions.append("s3:DeleteObject")
             statements.append(
                 iam.PolicyStatement(
-                    actions=["s3:PutObject", "s3:AbortMultipartUpload"],
-                    resources=[self.bucket.arn_for_objects(p) for p in prefixes],
+                    effect=iam.Effect.DENY,
+                    actions=["s3:PutObject"],
+                    resources=[
+                        self.bucket.arn_for_objects(f"{STORE_KEY}/{prefix}")
+                        for prefix in FINALIZE_NEVER_PUTS
+                    ],
                 )
             )
-            findings += [
-                (
-                    f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{prefix}]",
-                    "Writes the run's manifest and plan record, names chosen per run.",
-                )
-                for prefix in prefixes
-            ]
-        elif name == "process":
-            prefixes = [f"*/{prefix}*" for prefix in WORKER_PREFIXES]
-            statements.append(
-                iam.PolicyStatement(
-                    actions=["s3:PutObject", "s3:AbortMultipartUpload"],
-                    resources=[self.bucket.arn_for_objects(p) for p in prefixes],
-                )
+        statements.append(
+            iam.PolicyStatement(
+                actions=actions, resources=[self.bucket.arn_for_objects(p) for p in writes]
             )
-            findings += [
-                (
-                    f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{prefix}]",
-                    "Writes one attempt's fragment, its marker and its result record, named per "
-                    "obsid and attempt; never the published repository.",
-                )
-                for prefix in prefixes
-            ]
-        else:
-            statements.append(
-                iam.PolicyStatement(
-                    actions=["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
-                    resources=[objects_arn],
-                )
+        )
+        findings += [
+            (
+                f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{prefix}]",
+                f"The {name} step's own keys (store/keys.py), named per obsid, attempt or run.",
             )
+            for prefix in writes
+        ]
         if name == "process":
             statements += [
                 iam.PolicyStatement(actions=["s3:ListBucket"], resources=[HEASARC_ARN]),
@@ -304,6 +314,12 @@ class BatglitchStack(cdk.Stack):
 
     def _logical(self, construct: Construct) -> str:
         return self.get_logical_id(construct.node.default_child)
+
+    @staticmethod
+    def _nag(value: str, pseudo: str) -> str:
+        """A region or account as cdk-nag prints it in a finding: the literal when the stack has
+        an environment (as a deploy with credentials gives it), else the pseudo parameter."""
+        return f"<{pseudo}>" if cdk.Token.is_unresolved(value) else value
 
     # --- orchestration -------------------------------------------------------------------------
 
@@ -341,7 +357,7 @@ class BatglitchStack(cdk.Stack):
         machine.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["s3:GetObject"],
-                resources=[self.bucket.arn_for_objects(f"*/{MANIFESTS}*")],
+                resources=[self.bucket.arn_for_objects(f"{STORE_KEY}/{MANIFESTS}/*")],
             )
         )
         machine.add_to_role_policy(
@@ -384,7 +400,7 @@ class BatglitchStack(cdk.Stack):
                 "CloudWatch Logs delivery and X-Ray actions accept no resource narrower than *.",
             ),
             (
-                f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/*/{MANIFESTS}*]",
+                f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{STORE_KEY}/{MANIFESTS}/*]",
                 "The ItemReader reads the run's manifest, named per run inside the store.",
             ),
             (
@@ -392,8 +408,9 @@ class BatglitchStack(cdk.Stack):
                 "The ResultWriter writes runs/<execution>/<map run id>/ objects.",
             ),
             (
-                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:"
-                f"<AWS::AccountId>:execution:{name}/*]",
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:"
+                f"{self._nag(self.region, 'AWS::Region')}:{self._nag(self.account, 'AWS::AccountId')}"
+                f":execution:{name}/*]",
                 "Distributed Map child executions of this machine only; their ids are generated.",
             ),
         ]
@@ -470,10 +487,16 @@ class BatglitchStack(cdk.Stack):
             self,
             "BatchVpc",
             max_azs=2,
-            nat_gateways=0,  # public subnets with public IPs: no NAT gateway bill
+            nat_gateways=0,
+            # No route to the internet and no public IPs: S3 through a gateway endpoint, ECR and
+            # CloudWatch Logs through interface endpoints. Batch jobs read archived event files
+            # from S3 only (the public bucket is in us-east-1: deploy there to reach it).
             subnet_configuration=[
-                ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC)
+                ec2.SubnetConfiguration(name="private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
             ],
+            gateway_endpoints={
+                "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)
+            },
         )
         flow_logs = logs.LogGroup(
             self,
@@ -490,14 +513,27 @@ class BatglitchStack(cdk.Stack):
             self,
             "BatchSecurityGroup",
             vpc=vpc,
-            description="batglitch Batch jobs: outbound only (GUANO API, S3)",
+            description="batglitch Batch jobs: outbound only, to the VPC endpoints",
             allow_all_outbound=True,
         )
+        # The interface endpoints answer HTTPS from the jobs' security group, nothing else.
+        endpoints = ec2.SecurityGroup(
+            self,
+            "BatchEndpointSecurityGroup",
+            vpc=vpc,
+            description="batglitch VPC endpoints: HTTPS from the Batch jobs only",
+            allow_all_outbound=False,
+        )
+        endpoints.add_ingress_rule(security_group, ec2.Port.tcp(443), "HTTPS from Batch jobs")
+        for endpoint_id, service in BATCH_INTERFACE_ENDPOINTS.items():
+            vpc.add_interface_endpoint(
+                f"{endpoint_id}Endpoint", service=service, security_groups=[endpoints], open=False
+            )
         compute = batch.FargateComputeEnvironment(
             self,
             "BatchCompute",
             vpc=vpc,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
             security_groups=[security_group],
             maxv_cpus=self.settings.batch_max_vcpus,
         )
@@ -533,9 +569,14 @@ class BatglitchStack(cdk.Stack):
                 "--run-id",
                 "Ref::run_id",
             ],
-            environment=self._runtime_environment(),
+            environment={
+                **self._runtime_environment(),
+                "BATGLITCH_ARCHIVE_ROOTS": "s3://nasa-heasarc",
+            },
             job_role=job_role,
-            assign_public_ip=True,
+            assign_public_ip=False,
+            readonly_root_filesystem=True,
+            volumes=[batch.EcsVolume.host(name="tmp", container_path="/tmp")],  # HOME=/tmp
             fargate_cpu_architecture=ecs.CpuArchitecture.X86_64,
             logging=ecs.LogDriver.aws_logs(stream_prefix="batglitch", log_group=job_logs),
         )
@@ -551,9 +592,14 @@ class BatglitchStack(cdk.Stack):
             self,
             "BatchJob",
             container=container,
-            # Given at submit-job: manifest (JSON lines or array of the large obsids) and the run_id of the
-            # Step Functions run they failed in, so `finalize --run-id` reports them processed.
-            parameters={"store": self.store_url},
+            # Override at submit-job: manifest (a JSON array of the large obsids) and the run_id
+            # of the Step Functions run they failed in, so `finalize --run-id` reports them. The
+            # defaults make a submission without them fail clearly (no such manifest; no run).
+            parameters={
+                "store": self.store_url,
+                "manifest": f"{self.store_url}/{MANIFESTS}/missing-give-one-at-submit.json",
+                "run_id": "",
+            },
             retry_attempts=2,
             timeout=cdk.Duration.hours(12),
         )

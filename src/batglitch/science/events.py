@@ -437,6 +437,18 @@ def _table_layout(
     return row_bytes, n_rows, columns
 
 
+def _check_range(column: str, values: np.ndarray, layout: _Layout) -> None:
+    """Integer columns (DETX, DETY): whole numbers inside the detector plane."""
+    bounds = COLUMN_RANGES.get(column)
+    if bounds is None or not len(values):
+        return
+    low, high = values.min(), values.max()
+    if not bounds[0] <= low <= high <= bounds[1]:
+        raise layout.fail(f"{column} outside {bounds[0]}..{bounds[1]} ({low}..{high})")
+    if values.dtype.kind == "f" and not np.all(values == np.round(values)):
+        raise layout.fail(f"{column} has non-integer values")
+
+
 def _read_columns(
     data: bytes | memoryview, hdu: _HDU, wanted: dict[str, str], layout: _Layout
 ) -> dict[str, np.ndarray]:
@@ -470,19 +482,20 @@ def _read_columns(
                     f"{hdu.name}: {key}{field_index} = {str(value)[:40]!r} is not a number"
                 )
         scale, zero = scaling[0] if scaling[0] is not None else 1, scaling[1] or 0
+        scaled = scale != 1 or zero != 0
         target = np.empty(n_rows, dtype=wanted[column])
-        bounds = COLUMN_RANGES.get(column)
+        stored = rows.dtype[column]
+        # A cast to a type that holds every stored value (>i2 to i2: a byte swap) cannot wrap, so
+        # its range is checked on the native copy; any narrowing cast is checked before it.
+        exact = not scaled and np.can_cast(stored, target.dtype, casting="safe")
         for start in range(0, n_rows, CONVERT_ROWS):
             values = rows[column][start : start + CONVERT_ROWS]
-            scaled = scale != 1 or zero != 0
             if scaled:
                 values = values.astype(np.float64) * scale + zero
-            if bounds and len(values):
-                low, high = values.min(), values.max()
-                if not bounds[0] <= low <= high <= bounds[1]:
-                    raise layout.fail(f"{column} outside {bounds[0]}..{bounds[1]} ({low}..{high})")
-                if (scaled or values.dtype.kind == "f") and not np.all(values == np.round(values)):
-                    raise layout.fail(f"{column} has non-integer values")
+            if not exact:
+                _check_range(column, values, layout)
             target[start : start + len(values)] = values
+        if exact:
+            _check_range(column, target, layout)
         out[column] = target
     return out
