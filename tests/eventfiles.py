@@ -351,7 +351,7 @@ DAMAGED: dict[str, Damaged] = {
     "non-ASCII header byte": Damaged(_non_ascii, "non-ASCII"),
     "trailing garbage": Damaged(lambda: _plain() + b"\x00" * BLOCK, "no XTENSION card"),
     "path characters in OBS_ID": Damaged(
-        lambda: set_card(_plain(), 0, "OBS_ID", "'../../../tmp/x'"), "not an 11-digit obsid", False
+        lambda: set_card(_plain(), 0, "OBS_ID", "'../../../tmp/x'"), "is not 11 digits", False
     ),
     "OBS_ID differs between HDUs": Damaged(
         lambda: set_card(_plain(), 1, "OBS_ID", "'00099999001'"), "differs from"

@@ -203,7 +203,7 @@ class _Layout:
         value = header["OBS_ID"]
         obsid = value.strip() if isinstance(value, str) else None
         if obsid is None or not OBSID.fullmatch(obsid):
-            raise self.fail(f"OBS_ID {str(value)[:40]!r} is not an 11-digit obsid")
+            raise self.fail(f"OBS_ID {str(value)[:40]!r} is not 11 digits")
         if self.obsid not in (None, obsid):
             raise self.fail(f"OBS_ID {obsid} in HDU {len(self.hdus)} differs from {self.obsid}")
         self.obsid = obsid

@@ -24,7 +24,6 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from batglitch.errors import EventFileError
-from batglitch.science.events import MAX_FITS_BYTES, read_stream
 from batglitch.sources import retry
 from batglitch.sources.retry import RetryPolicy
 
@@ -36,7 +35,7 @@ class Limits:
     """Caps on one event file: over any of them is permanent (configurable per call)."""
 
     max_object_bytes: int = 1024**3  # a 10 M-event GRB trigger file is ~0.15 GB gzipped
-    max_fits_bytes: int = MAX_FITS_BYTES
+    max_fits_bytes: int | None = None  # None: the reader's own cap (events.MAX_FITS_BYTES)
     max_seconds: float = 600.0  # a whole read, however slowly the bytes drip in
     chunk_bytes: int = 4 * 1024**2  # one network read (one ranged GET on S3)
 
@@ -82,6 +81,9 @@ def fetch(
     obsid: str | None = None,
 ) -> Blob:
     """Stream one event file into its FITS bytes, within the caps; errors name ``obsid``."""
+    # imported here: the storage code uses this module's helpers without the science modules
+    from batglitch.science.events import MAX_FITS_BYTES, read_stream
+
     policy = policy or RetryPolicy(timeout_s=120.0)
     limits = limits or Limits()
 
@@ -105,7 +107,7 @@ def fetch(
                     yield piece
 
             try:
-                data = read_stream(chunks(), url, limit=limits.max_fits_bytes)
+                data = read_stream(chunks(), url, limit=limits.max_fits_bytes or MAX_FITS_BYTES)
             except EventFileError as exc:
                 if exc.obsid or not obsid:
                     raise
