@@ -117,7 +117,7 @@ def test_hostile_manifest_urls_are_refused_before_any_read(tmp_path, url, capsys
     assert f"obsid {OBSID}, {url}: refused" in result.error and "\n" not in result.error
     assert archive.completed_obsids() == set()
     # the container/array-job command: the user asked for this entry, the exit status says so
-    archive.finalize()  # an (empty) archive for --store to open
+    archive.publish()  # an (empty) archive for --store to open
     manifest = str(tmp_path / "manifest.json")
     write_manifest([entry], manifest)
     monkeypatch.setenv("BATGLITCH_ARCHIVE_ROOTS", str(root))
