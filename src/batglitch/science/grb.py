@@ -14,6 +14,8 @@ from batglitch.science.dpi import WindowTable, window_images
 from batglitch.science.events import EventList
 from batglitch.science.glitches import Windows, time_sorted
 
+GLITCH, GRB = "GLITCH", "GRB"  # the two classes of the training set
+
 
 def trigger_time(events: EventList) -> float:
     """TRIGTIME of a BAT trigger's event file, in MET seconds."""
