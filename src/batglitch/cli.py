@@ -437,8 +437,13 @@ def _interrupted(exc: BaseException) -> str:
         if exc.run_id
         else ""
     )
+    from batglitch.pipeline.worker import DONE, NO_GLITCHES
+
+    # only rows that were written are kept; failed and not-yet-archived obsids are planned again
+    kept = sum(1 for r in exc.finished if r.status in (DONE, NO_GLITCHES))
     return (
-        f"interrupted: workers stopped; {len(exc.finished)} obsids finished and are kept, "
+        f"interrupted: workers stopped; {kept} obsids finished and are kept, "
+        f"{len(exc.finished) - kept} failed or not archived yet, "
         f"{exc.not_finished} not processed; nothing new is published yet: {published}"
         "run the same command again to go on (finished obsids are skipped)"
     )

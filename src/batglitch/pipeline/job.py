@@ -66,12 +66,18 @@ def plan_run(
     archive = Archive(store)
     run_id = new_attempt_id()
     published = {} if force else archive.completions()
+    # finished but not yet published (a run stopped before its publish): this run's publish
+    # takes them in, so they are done too; listing them costs what is pending, not the archive
+    waiting = {} if force else {m["obsid"]: m for m in archive.pending()}
+    quicklook = {o for o, c in published.items() if c.from_quicklook}
+    quicklook |= {o for o, m in waiting.items() if m.get("from_quicklook")}
     # complete from the archive proper: not even looked up again; from quick-look: looked up,
     # and redone only once the observation has been archived
-    final = {o for o, c in published.items() if not c.from_quicklook}
+    final = (published.keys() | waiting.keys()) - quicklook
     skipped: set[str] = set()
     planned = plan(begin, end, skip=final, skipped=skipped, **(plan_options or {}))
-    fresh = [e for e in planned if not (e.obsid in published and not e.archived)]
+    done = published.keys() | waiting.keys()
+    fresh = [e for e in planned if not (e.obsid in done and not e.archived)]
     entries = fresh[:limit]
     manifest = f"{archive.url}/{manifest_key(run_id)}"  # a JSON array: Step Functions reads it
     write_manifest(entries, manifest, archive.storage_options)
