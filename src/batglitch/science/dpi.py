@@ -73,11 +73,20 @@ def glitch_table(events: EventList, config: DetectionConfig | None = None) -> Wi
     """Everything the archive needs from one event file: glitch windows and their two DPIs."""
     config = config or DetectionConfig()
     events = time_sorted(events)
-    return window_images(events, find_windows(events, config), config)
+    bands = band_times(events, config)
+    return window_images(events, find_windows(events, config, bands), config, bands)
 
 
-def window_images(events: EventList, windows: Windows, config: DetectionConfig) -> WindowTable:
-    """Gather each window's events once and bin them at both resolutions; drop empty windows."""
+def window_images(
+    events: EventList,
+    windows: Windows,
+    config: DetectionConfig,
+    bands: tuple[np.ndarray, np.ndarray] | None = None,
+) -> WindowTable:
+    """Gather each window's events once and bin them at both resolutions; drop empty windows.
+
+    ``bands`` as for ``find_windows``: the band light curves need the same selection.
+    """
     first = np.searchsorted(events.time, windows.start, side="left")
     last = np.searchsorted(events.time, windows.stop, side="right")
     counts = (last - first).astype(np.int64)
@@ -90,7 +99,7 @@ def window_images(events: EventList, windows: Windows, config: DetectionConfig) 
     x_lut = bin_index(np.arange(N_DETX, dtype=np.float64), edges_array(config.lowres_x_edges))
     y_lut = bin_index(np.arange(N_DETY, dtype=np.float64), edges_array(config.lowres_y_edges))
     energy_edges = edges_array(config.lowres_energy_edges)
-    low, high = band_times(events, config)
+    low, high = bands or band_times(events, config)
     lowres_size = int(np.prod(lowres_shape))
     for lo in range(0, n, BATCH):
         sl = slice(lo, min(lo + BATCH, n))

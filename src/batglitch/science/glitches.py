@@ -75,10 +75,18 @@ def band_times(events: EventList, config: DetectionConfig) -> tuple[np.ndarray, 
     )
 
 
-def find_windows(events: EventList, config: DetectionConfig | None = None) -> Windows:
-    """Flag glitch bins in every GTI of time-sorted events and return their 64 ms windows."""
+def find_windows(
+    events: EventList,
+    config: DetectionConfig | None = None,
+    bands: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Windows:
+    """Flag glitch bins in every GTI of time-sorted events and return their 64 ms windows.
+
+    ``bands`` is ``band_times(events, config)`` when the caller has it already (selecting the
+    bands is a good share of the search's time).
+    """
     config = config or DetectionConfig()
-    low_times, high_times = band_times(events, config)
+    low_times, high_times = bands or band_times(events, config)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for start, stop in events.gti:
         edges = bin_edges(start, stop, config)
