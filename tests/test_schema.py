@@ -51,7 +51,7 @@ def test_check_rows_fills_the_obsid_and_casts_to_the_schema():
     ("change", "message"),
     [
         (lambda r: r.pop("snr_low"), "column 'snr_low' is missing"),
-        (lambda r: r.update(label=np.zeros(2)), r"columns \['label'\] are not in the archive"),
+        (lambda r: r.update(colour=np.zeros(2)), r"columns \['colour'\] are not in the archive"),
         (lambda r: r.update(dpi=np.zeros((2, 16, 16))), "column 'dpi' has shape"),
         (lambda r: r.update(n_events=np.zeros(3)), "column 'n_events' has shape"),
     ],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from batglitch.errors import BatGlitchError, EventFileError, TransientError
 from batglitch.science.config import DetectionConfig
 from batglitch.science.dpi import WindowTable, glitch_table
 from batglitch.science.events import EventList, parse_events
+from batglitch.science.grb import GLITCH, GRB, burst_columns, grb_table
 from batglitch.science.metadata import window_metadata
 from batglitch.sources.catalog import ObsEntry
 from batglitch.sources.fetch import fetch
@@ -28,6 +29,7 @@ from batglitch.store.archive import Archive, Fragment
 from batglitch.store.keys import validate_obsid
 
 DONE, NO_GLITCHES, NOT_ARCHIVED, FAILED = "done", "no_glitches", "not_archived", "failed"
+BAT_TRIGGER = "BAT GRB"  # trigger_type of GRB rows: BAT's own trigger, not a GUANO dump
 DEFERRED = "deferred"  # planned, not started: the run's window budget (--max-windows) was spent
 
 
@@ -59,7 +61,9 @@ def process_entry(
     allow_uncalibrated: bool = False,
 ) -> ObsResult:
     """Read the first location of the pointed event file that exists (and of the slewing one,
-    when the plan asked for it) and archive their windows as the obsid's fragment.
+    when the plan asked for it) and archive their windows as the obsid's fragment; for a GRB
+    entry, the BAT trigger's file and its one GRB window. Rows carry the entry's label and the
+    catalogued bursts they fall in.
 
     Every planned URL must lie in an allowed place (default: the configured ones), checked
     before anything is read. Raises EventFileError for a bad file or a refused URL and
@@ -79,6 +83,7 @@ def process_entry(
         config=config,
         policy=policy,
         allow_uncalibrated=allow_uncalibrated,
+        cut=_grb_window if entry.label == GRB else glitch_table,
     )
     pointed = search(entry.event_urls)
     if pointed is None:
@@ -100,6 +105,8 @@ def process_entry(
         utcf=float(entry.triggers[0]["utcf"]) if entry.triggers else None,
         started=started,
         from_quicklook=not entry.archived,
+        label=entry.label,
+        bursts=entry.bursts,
     )
 
 
@@ -134,11 +141,13 @@ def _search(
     config: DetectionConfig,
     policy: RetryPolicy | None,
     allow_uncalibrated: bool,
+    cut: Callable[[EventList, DetectionConfig], WindowTable] = glitch_table,
 ) -> _Searched:
-    """Read one event file and search it on its own, as the reference does."""
+    """Read one event file and cut its windows on its own, as the reference does (cut: the
+    glitch search, or the GRB notebook's trigger window)."""
     events, size, etag = _read(url, obsid, policy, allow_uncalibrated)
     return _Searched(
-        table=glitch_table(events, config),
+        table=cut(events, config),
         url=url,
         size=size,
         etag=etag,
@@ -146,6 +155,11 @@ def _search(
         obsid=events.obsid,
         utcf=float(events.header.get("UTCFINIT", 0.0)),
     )
+
+
+def _grb_window(events: EventList, config: DetectionConfig) -> WindowTable:
+    """The trigger file's GRB window at its own TRIGTIME."""
+    return grb_table(events, config=config)
 
 
 def _read(
@@ -175,12 +189,16 @@ def _write(
     utcf: float | None = None,
     started: float,
     from_quicklook: bool = False,
+    label: str = GLITCH,
+    bursts: Sequence[dict[str, Any]] = (),
 ) -> ObsResult:
     """The windows of one observation's files as its fragment (one write, after every read)."""
     obsid = obsid or files[0].obsid
     if obsid is None:
         raise EventFileError(files[0].url, "no OBS_ID in the header and none given")
     table = WindowTable.concat([f.table for f in files])
+    if label == GRB and not triggers and len(table):  # the trigger itself, from its file
+        triggers = ({"triggertype": BAT_TRIGGER, "trigger_met": float(table.window_start[0])},)
     fragment = Fragment(
         obsid=obsid,
         rows={
@@ -191,6 +209,7 @@ def _write(
             "source_file": np.concatenate(
                 [np.full(len(f.table), f.url, dtype=object) for f in files]
             ),
+            **burst_columns(table.window_start, table.window_stop, label, bursts),
         },
         source=", ".join(f.url for f in files),
         size=sum(f.size for f in files),

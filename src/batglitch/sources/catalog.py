@@ -27,6 +27,7 @@ from typing import Any
 import fsspec
 
 from batglitch.errors import BatGlitchError, TransientError
+from batglitch.science.grb import GLITCH
 from batglitch.sources import retry as retry_policy
 from batglitch.sources.fetch import write_atomically
 from batglitch.sources.places import Places
@@ -54,6 +55,9 @@ class ObsEntry:
 
     triggers: dicts with triggertype, triggertime (UTC ISO, clock-corrected), trigger_met,
     offset, duration, utcf, quadsaway. slew_urls is filled only when planned with slewing=True.
+    label: the class of the entry's windows: GLITCH (its dumps' event file, searched for
+    glitches) or GRB (a BAT trigger's bevshsp file, its window cut at TRIGTIME). bursts:
+    catalogued bursts (sources.grbs.Burst.to_dict()) near the observation; for GRB, its own first.
     """
 
     obsid: str
@@ -62,6 +66,8 @@ class ObsEntry:
     month: str | None
     triggers: tuple[dict[str, Any], ...]
     slew_urls: tuple[str, ...] = ()
+    label: str = GLITCH
+    bursts: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,6 +89,8 @@ class ObsEntry:
             month=d["month"],
             triggers=tuple(d["triggers"]),
             slew_urls=tuple(d.get("slew_urls", ())),
+            label=d.get("label", GLITCH),
+            bursts=tuple(d.get("bursts", ())),
         )
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from batglitch.science.config import N_DETX, N_DETY, DetectionConfig
 from batglitch.science.dpi import WindowTable
+from batglitch.science.grb import GLITCH, burst_columns
 from batglitch.science.metadata import window_metadata
 from batglitch.store.archive import Fragment
 
@@ -57,6 +58,7 @@ def fragment(
             **table.columns(),
             **window_metadata(table, utcf=-25.0),
             "source_file": np.full(n, source),
+            **burst_columns(table.window_start, table.window_stop, GLITCH),
         },
         source=source,
         size=1234,

@@ -78,6 +78,12 @@ WINDOW_COLUMNS: dict[str, Column] = {
     "trigger_type": Column("str", "GUANO trigger type of the dump"),
     "trigger_time_utc": Column("float64", "GUANO trigger time, UTC", extra=_UTC),
     "source_file": Column("str", "event file the window was read from"),
+    "label": Column("str", "GLITCH (found by the glitch search) or GRB (64 ms from a BAT trigger)"),
+    "burst_name": Column("str", "catalogued BAT GRB of the window (GRB) or around it, else ''"),
+    "trigger_id": Column("int64", "BAT trigger number of that burst, -1 if none", units="1"),
+    "in_burst": Column(
+        "bool", "inside a catalogued burst's time (a GLITCH row so is suspect)", units="1"
+    ),
 }
 IMAGE_COLUMNS = tuple(name for name, column in WINDOW_COLUMNS.items() if column.dims)
 TABLE_COLUMNS = tuple(name for name, column in WINDOW_COLUMNS.items() if not column.dims)
