@@ -117,6 +117,7 @@ def test_export_writes_the_training_matrix(store, tmp_path, resolution, features
         assert np.array_equal(saved["X"], images.reshape(len(images), -1))
         assert list(saved["obsid"]) == list(ds.obsid.values)
         assert np.array_equal(saved["window_start"], ds.window_start.values)
+        assert list(saved["y"]) == list(ds.label.values) and set(saved["y"]) == {"GLITCH"}
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ def toy_archive(n_obsids: int = 12, per_obsid: int = 6, seed: int = 0, labels: b
         "dpi_lowres": (("window", "sand_y", "sand_x", "energy_band"), lowres),
         "obsid": ("window", obsid.astype(object)),
         "window_start": ("window", 7.0e8 + np.arange(n, dtype=float)),
+        "trigger_type": ("window", np.full(n, "GBM GRB", dtype=object)),
     }
     if labels:
         variables["label"] = ("window", label.astype(object))
@@ -55,6 +56,10 @@ def test_training_set_rows_line_up_with_the_archive(resolution, width):
 def test_an_archive_without_labels_is_all_glitches_and_bad_resolutions_are_refused():
     data = training_set(toy_archive(labels=False), "lowres")
     assert set(data.y) == {"GLITCH"}
+    # rows published before the label column existed read as its fill value, ""
+    ds = toy_archive()
+    ds["label"].values[:6] = ""
+    assert training_set(ds).y.tolist() == ["GLITCH"] * 6 + ds.label.values[6:].tolist()
     with pytest.raises(ValueError, match="resolution"):
         training_set(toy_archive(), "medium")
 

@@ -308,10 +308,31 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     data = training_set(open_archive(args.store, args.version), args.resolution)
     np.savez_compressed(
-        args.out, X=data.X, obsid=data.obsid.astype(str), window_start=data.window_start,
-        trigger_type=data.trigger_type.astype(str), version=data.version,
+        args.out, X=data.X, y=data.y, obsid=data.obsid, window_start=data.window_start,
+        trigger_type=data.trigger_type, version=data.version,
     )  # fmt: skip
-    print(f"{args.out}: X {data.X.shape} ({args.resolution}, archive version {data.version})")
+    labels, counts = np.unique(data.y, return_counts=True)
+    classes = ", ".join(f"{n} {c}" for c, n in zip(labels, counts, strict=True)) or "no windows"
+    print(f"{args.out}: X {data.X.shape} ({args.resolution}; {classes}), version {data.version}")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """The baseline classifier cross-validated on the archive alone (and on labelled DPIs)."""
+    from batglitch.learn.report import evaluate_labelled_npz, report_archive
+    from batglitch.store.reader import open_archive
+
+    try:
+        results = report_archive(open_archive(args.store, args.version), args.out)
+    except ValueError as exc:  # one class only, or a class from a single observation
+        print(f"batglitch evaluate: {args.store}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    for result in results:
+        print(result.line())
+    if args.real:
+        for result in evaluate_labelled_npz(args.real):
+            print(f"{result.line()}  [{Path(args.real).name}]")
+    print(f"picture: {args.out}")
     return EXIT_OK
 
 
@@ -412,10 +433,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=writable_file, default="preview.png")
     s.add_argument("-n", type=count(1), default=6, help="windows to show")
 
-    s = add("export", cmd_export, "scikit-learn ready arrays (.npz): X, obsid, window_start")
+    s = add("export", cmd_export, "scikit-learn ready arrays (.npz): X, y, obsid, window_start")
     s.add_argument("store", type=existing("archive"))
     s.add_argument("--out", required=True, type=writable_file)
     s.add_argument("--resolution", choices=("lowres", "original"), default="lowres")
+    s.add_argument(
+        "--version", default=None, help="run id, snapshot id or branch (default: newest)"
+    )
+
+    s = add("evaluate", cmd_evaluate,
+            "cross-validate a baseline glitch-vs-GRB classifier on the archive, grouped by obsid")  # fmt: skip
+    s.add_argument("store", type=existing("archive"))
+    s.add_argument("--out", type=writable_file, default="evaluation.png",
+                   help="picture: ROC, confusion, the most glitch- and GRB-like windows")  # fmt: skip
+    s.add_argument("--real", type=existing("labelled DPIs"), default=None, metavar="NPZ",
+                   help="also the baseline on labelled DPIs (original/lowres + _label arrays)")  # fmt: skip
     s.add_argument(
         "--version", default=None, help="run id, snapshot id or branch (default: newest)"
     )

@@ -1,5 +1,5 @@
-"""Learning from the archive: scikit-learn-ready arrays, a baseline classifier and its report."""
+"""Learning from the archive: a baseline classifier and its report, on the reader's arrays."""
 
-from batglitch.learn.dataset import TrainingSet, training_set
+from batglitch.store.reader import TrainingSet, training_set
 
 __all__ = ["TrainingSet", "training_set"]

@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 
 from batglitch.learn.baseline import CLASSES, Evaluation, evaluate
-from batglitch.learn.dataset import RESOLUTIONS, training_set
+from batglitch.store.reader import RESOLUTIONS, training_set
 
 N_EXAMPLES = 3  # most glitch-like and most GRB-like windows shown
 

@@ -66,12 +66,17 @@ def netcdf_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in attrs.items()}
 
 
+RESOLUTIONS = {"original": "dpi", "lowres": "dpi_lowres"}
+
+
 @dataclass(frozen=True)
 class TrainingSet:
-    """What scikit-learn estimators take: X (n_samples, n_features) plus ids to group and join on,
-    and the archive version they were read from (open_archive(url, version) gives them back)."""
+    """What scikit-learn estimators take: X (n_samples, n_features), y the class of each row
+    ("GLITCH" or "GRB"), ids to group and join on, and the archive version they were read from
+    (open_archive(url, version) gives them back)."""
 
     X: np.ndarray
+    y: np.ndarray
     obsid: np.ndarray
     window_start: np.ndarray
     trigger_type: np.ndarray
@@ -84,13 +89,27 @@ class TrainingSet:
 
 
 def training_set(ds: xr.Dataset, resolution: str = "lowres") -> TrainingSet:
-    """Flattened DPIs of one resolution, in the reference ``np.ravel`` order, as float32."""
-    name = {"lowres": "dpi_lowres", "original": "dpi"}[resolution]
-    images = ds[name].values
+    """Flattened DPIs of one resolution ("original" or "lowres"), in the reference ``np.ravel``
+    order, as float32, with each row's label. Rows published before labels existed are glitch
+    windows (an archive without ``label``, or the column's empty fill value), so they read as
+    GLITCH. Strings are plain ``str`` arrays, which every scikit-learn splitter takes."""
+    from batglitch.science.grb import GLITCH  # a constant; the science modules are numpy only
+
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {sorted(RESOLUTIONS)}, not {resolution!r}")
+    images = ds[RESOLUTIONS[resolution]].values
+    n = len(images)
+    labels = _str(ds["label"].values) if "label" in ds else np.full(n, "")
     return TrainingSet(
-        X=images.reshape(len(images), int(np.prod(images.shape[1:]))).astype(np.float32),
-        obsid=np.asarray(ds["obsid"].values, dtype=object),
+        X=images.reshape(n, int(np.prod(images.shape[1:]))).astype(np.float32),
+        y=np.where(labels == "", GLITCH, labels),
+        obsid=_str(ds["obsid"].values),
         window_start=ds["window_start"].values,
-        trigger_type=np.asarray(ds["trigger_type"].values, dtype=object),
+        trigger_type=_str(ds["trigger_type"].values),
         version=str(ds.attrs.get("snapshot_id", "")),
     )
+
+
+def _str(values: np.ndarray) -> np.ndarray:
+    """Fixed-width str from object or StringDType arrays (the latter casts only through object)."""
+    return np.asarray(np.asarray(values).astype(object), dtype=str)
