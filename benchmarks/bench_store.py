@@ -8,8 +8,9 @@ Run ``PYTHONPATH=infra python benchmarks/bench_store.py`` (``make bench`` does).
    count DPIs), so building 200,000 rows takes minutes, not hours. At each size, 100 new obsids
    of realistic rows are written by workers (write_fragment) and one publish adds them: that
    publish is timed. The straightforward reference is the publish at 1,000 obsids: the figure at
-   20,000 is printed as a ratio to it (target: within 1.5x). Every timed publish is checked to
-   have added exactly its 100 obsids.
+   20,000 is printed as a ratio to it (target: within 1.5x). The archive is copied at each size
+   and the timed publishes run on the copies in turns, so load from elsewhere weighs on every
+   size alike. Every timed publish is checked to have added exactly its 100 obsids.
 2. On the largest archive: open time, and 100 random windows read one by one.
 3. Against LocalStack (started if none answers on LOCALSTACK_PORT), through a counting proxy:
    requests for one worker's obsid, and for completions() at 100 and at 2,000 obsids.
@@ -34,7 +35,7 @@ from batglitch.store.reader import open_archive
 from batglitch.store.schema import check_rows
 
 SIZES = (1_000, 5_000, 20_000)
-ADDED, WINDOWS, READS, ROUNDS = 100, 10, 100, 3
+ADDED, WINDOWS, READS, ROUNDS = 100, 10, 100, 5
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out" / "bench_store"
 
@@ -80,33 +81,41 @@ class BulkArchive(Archive):
 
 
 def timed_publish(archive: Archive, first: int) -> float:
-    """The median of ROUNDS publishes, each adding ADDED new obsids (the machine is shared: one
-    publish alone is at the mercy of whatever else runs)."""
-    seconds = []
-    for start in range(first, first + ROUNDS * ADDED, ADDED):
-        for i in range(start, start + ADDED):
-            archive.write_fragment(fragment(obsid(i), WINDOWS, seed=i))
-        started = time.perf_counter()
-        summary = archive.publish()
-        seconds.append(time.perf_counter() - started)
-        assert summary.added == ADDED and summary.replaced == 0, summary
-    return float(np.median(seconds))
+    """One publish adding ADDED new obsids (obsids from ``first``), written by workers first."""
+    for i in range(first, first + ADDED):
+        archive.write_fragment(fragment(obsid(i), WINDOWS, seed=i))
+    started = time.perf_counter()
+    summary = archive.publish()
+    seconds = time.perf_counter() - started
+    assert summary.added == ADDED and summary.replaced == 0, summary
+    return seconds
 
 
 def publish_scaling() -> str:
+    """Grow one archive, keeping a copy at each size; then time publishes on the copies in turns
+    (round 1 on every size, round 2 on every size, ...) so that load from elsewhere on a shared
+    machine weighs on every size alike, and take each size's median."""
     shutil.rmtree(OUT, ignore_errors=True)
     url = str(OUT / "archive")
-    bulk, archive = BulkArchive(url, None, WINDOWS), Archive(url)
-    seconds, have, lines = {}, 0, []
+    bulk = BulkArchive(url, None, WINDOWS)
+    copies, have, lines = {}, 0, []
     for size in SIZES:
         started = time.perf_counter()
         bulk.fill(have, size)
-        built = time.perf_counter() - started
-        seconds[size] = timed_publish(archive, 10_000_000 + size)  # obsids apart from the filler
         have = size
+        copies[size] = OUT / f"archive-{size}"
+        shutil.copytree(url, copies[size])
+        lines.append(f"  {size:>6} obsids filled in {time.perf_counter() - started:5.1f} s")
+    rounds: dict[int, list[float]] = {size: [] for size in SIZES}
+    for round_ in range(ROUNDS):
+        for size in SIZES:  # obsids apart from the filler and from earlier rounds
+            first = 10_000_000 + size * 100 + round_ * ADDED
+            rounds[size].append(timed_publish(Archive(str(copies[size])), first))
+    seconds = {size: float(np.median(times)) for size, times in rounds.items()}
+    for size in SIZES:
         lines.append(
-            f"  {size:>6} obsids (filled in {built:5.1f} s): publish of +{ADDED} obsids "
-            f"{seconds[size]:6.2f} s (median of {ROUNDS})"
+            f"  {size:>6} obsids: publish of +{ADDED} obsids {seconds[size]:6.2f} s "
+            f"(median of {ROUNDS}, in turns with the other sizes)"
         )
     ratio = seconds[SIZES[-1]] / seconds[SIZES[0]]
     lines.append(
