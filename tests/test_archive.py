@@ -32,7 +32,7 @@ from batglitch.standins.synth import UTCF_S, SynthSpec, write_event_file
 from batglitch.store.archive import Archive, Fragment
 from batglitch.store.keys import FRAGMENTS, PENDING, marker_key, new_attempt_id
 from batglitch.store.publish import place
-from batglitch.store.reader import open_archive, training_set
+from batglitch.store.reader import open_archive, open_provenance, training_set
 from batglitch.store.schema import WINDOW_COLUMNS
 
 MET_EPOCH = datetime(2001, 1, 1)
@@ -129,20 +129,24 @@ def test_view_follows_the_contract_for_plain_readers(ingested):
         assert ds[name].dims == ("window",) and ds[name].dtype == np.float64
     assert ds.n_events.dims == ("window",) and np.issubdtype(ds.n_events.dtype, np.integer)
     assert np.array_equal(ds.n_events.values, ds.dpi.values.sum(axis=(1, 2)))
-    assert ds.attrs["n_windows"] == n and ds.attrs["algorithm"] == DetectionConfig().as_attrs()
+    assert ds.attrs["n_windows"] == n
+    assert json.loads(ds.attrs["algorithm"]) == DetectionConfig().as_attrs()  # netCDF-ready
     assert ds.dpi.attrs["long_name"] and ds.window_start.attrs["units"] == "s"
 
     session = icechunk.Repository.open(icechunk.local_filesystem_storage(f"{store}/repo"))
     group = zarr.open_group(session.readonly_session("main").store, mode="r")  # plain zarr
     assert group["dpi"].shape == (n, 286, 173)
     # Variable-length UTF-8 strings, not fixed-width numpy unicode (no v3 spec for that).
-    for name in ("obsid", "trigger_type", "source_file", "fragment_obsid"):
+    for name in ("obsid", "trigger_type", "source_file", "provenance/obsid"):
         assert group[name].metadata.to_dict()["data_type"] == "string", name
     assert all(len(o) == 11 and o.isdigit() for o in group["obsid"][...])
 
-    # One fragment row per complete obsid, the glitch-free one included.
-    assert sorted(ds.fragment_obsid.values) == sorted(files)
-    by_obsid = dict(zip(ds.fragment_obsid.values, ds.fragment_n_windows.values, strict=True))
+    # Provenance apart from the training dataset: one row per complete obsid, the glitch-free
+    # one included, in its own group that plain xarray opens too.
+    assert "fragment" not in ds.dims
+    provenance = xr.open_zarr(group.store, group="provenance", consolidated=False)
+    assert sorted(provenance.obsid.values) == sorted(files)
+    by_obsid = dict(zip(provenance.obsid.values, provenance.n_windows.values, strict=True))
     assert by_obsid["00031000003"] == 0
 
 
@@ -196,7 +200,7 @@ def test_the_view_is_cf_style_and_round_trips_through_netcdf(ingested, tmp_path)
     assert ds.attrs["Conventions"].startswith("CF-")
     assert json.loads(ds.attrs["algorithm"]) == DetectionConfig().as_attrs()
     for name, var in ds.variables.items():
-        if "fragment" in var.dims or name == "energy_band_bounds":  # CF: bounds take the coord's
+        if name == "energy_band_bounds":  # CF: bounds take the coordinate's
             continue
         assert "long_name" in var.attrs, name
         assert "units" in var.attrs or var.dtype.kind in "OM" or "units" in var.encoding, name
@@ -261,8 +265,10 @@ def test_empty_archive_still_opens(tmp_path):
     archive.write_fragment(fragment("00000000007", 0))
     assert leftovers(archive) == [marker_key("00000000007", archive.pending()[0]["attempt"])]
     assert archive.publish().n_obsids == 1
-    ds = open_archive(archive.url)
-    assert ds.sizes["window"] == 0 and list(ds.fragment_obsid.values) == ["00000000007"]
+    assert open_archive(archive.url).sizes["window"] == 0
+    provenance = open_provenance(archive.url)
+    assert list(provenance.obsid.values) == ["00000000007"]
+    assert provenance.sel(obsid="00000000007").n_windows.item() == 0
 
 
 @given(
@@ -381,8 +387,8 @@ def test_worker_killed_mid_write_leaves_nothing_visible_and_a_rerun_completes(tm
     assert dead.startswith(f"{FRAGMENTS}/00000000002/")  # its rows, and no marker
     summary = archive.publish()  # default grace: the attempt might belong to a live worker
     assert (summary.n_obsids, summary.n_windows, summary.pruned) == (1, 3, 0)
-    ds = open_archive(archive.url)
-    assert "00000000002" not in set(ds.obsid.values) | set(ds.fragment_obsid.values)
+    published = set(open_archive(archive.url).obsid.values)
+    assert "00000000002" not in published | set(open_provenance(archive.url).obsid.values)
     assert leftovers(archive) == [dead]
 
     archive.write_fragment(big)  # the re-run
@@ -472,9 +478,8 @@ def test_two_publishes_at_once_are_settled_by_conflict_detection(tmp_path, monke
     summary = archive.publish()
     assert (summary.n_obsids, summary.n_windows) == (2, 5)
     assert [v.n_obsids for v in archive.versions()] == [2, 2]
-    ds = open_archive(archive.url)
-    assert sorted(ds.fragment_obsid.values) == ["00000000001", "00000000002"]
-    assert ds.sizes["window"] == 5
+    assert sorted(open_provenance(archive.url).obsid.values) == ["00000000001", "00000000002"]
+    assert open_archive(archive.url).sizes["window"] == 5
 
 
 def test_versions_reopen_exactly_and_expire_with_garbage_collection(tmp_path):

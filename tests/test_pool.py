@@ -24,10 +24,10 @@ from batglitch.standins import FakeSwiftAPI, Fault, fake_observations, fill_heas
 from batglitch.standins.swift_api import FakeObservation
 from batglitch.store.archive import Archive
 from batglitch.store.keys import FRAGMENTS, PENDING
-from batglitch.store.reader import open_archive
+from batglitch.store.reader import open_archive, open_provenance
 
 BEGIN, END = datetime(2024, 3, 1), datetime(2024, 4, 1)
-PROVENANCE = {"fragment_attempt", "fragment_completed_at"}  # differ between any two runs
+PROVENANCE = {"attempt", "completed_at"}  # differ between any two runs
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +64,10 @@ def in_range(obs: FakeObservation, begin: datetime, end: datetime) -> bool:
     return any(begin <= d.trigger_utc < end for d in obs.dumps)
 
 
-def assert_each_row_once(store: str) -> xr.Dataset:
+def assert_each_row_once(store: str) -> tuple[xr.Dataset, xr.Dataset]:
     """Rows per obsid == its n_windows, (obsid, window_start) unique, nothing left pending; the
-    view in sorted order, so that archives published in different orders compare equal."""
+    view and the provenance in sorted order, so that archives published in different orders
+    compare equal."""
     ds = open_archive(store)
     archive = Archive(store)
     done = archive.completions()
@@ -77,16 +78,19 @@ def assert_each_row_once(store: str) -> xr.Dataset:
     assert len(set(keys)) == len(keys) == sum(c.n_windows for c in done.values())
     for prefix in (FRAGMENTS, PENDING):
         assert not [p for p in Path(archive.path(prefix)).rglob("*") if p.is_file()]
-    return ds.sortby(["obsid", "window_start"]).sortby("fragment_obsid")
+    return ds.sortby(["obsid", "window_start"]), open_provenance(store).sortby("obsid")
 
 
-def assert_same_view(a: xr.Dataset, b: xr.Dataset) -> None:
-    assert set(a.variables) == set(b.variables)
-    for name in set(a.variables) - PROVENANCE:
-        assert np.array_equal(a[name].values, b[name].values, equal_nan=a[name].dtype.kind == "f")
+def assert_same_view(a: tuple[xr.Dataset, xr.Dataset], b: tuple[xr.Dataset, xr.Dataset]) -> None:
+    """The same rows and the same provenance (except what differs between any two runs)."""
+    for got, expected, changing in ((a[0], b[0], set()), (a[1], b[1], PROVENANCE)):
+        assert set(got.variables) == set(expected.variables)
+        for name in set(got.variables) - changing:
+            equal_nan = got[name].dtype.kind == "f"
+            assert np.array_equal(got[name].values, expected[name].values, equal_nan=equal_nan)
     changing = {"published_at", "snapshot_id", "run_id"}
-    assert {k: v for k, v in a.attrs.items() if k not in changing} == {
-        k: v for k, v in b.attrs.items() if k not in changing
+    assert {k: v for k, v in a[0].attrs.items() if k not in changing} == {
+        k: v for k, v in b[0].attrs.items() if k not in changing
     }
 
 
@@ -98,9 +102,9 @@ def test_eight_processes_on_one_archive_equal_one_process(world, serial, tmp_pat
         [(r["obsid"], r["status"], r["n_windows"]) for r in x.results] for x in (report, serial[1])
     ]
     assert summary[0] == summary[1]
-    ds = assert_each_row_once(store)
-    assert ds.sizes["window"] == report.windows > 12
-    assert_same_view(ds, assert_each_row_once(serial[0]))
+    view = assert_each_row_once(store)
+    assert view[0].sizes["window"] == report.windows > 12
+    assert_same_view(view, assert_each_row_once(serial[0]))
 
 
 def test_overlapping_ranges_and_forced_reruns_add_nothing_twice(world, serial, tmp_path):
@@ -117,9 +121,9 @@ def test_overlapping_ranges_and_forced_reruns_add_nothing_twice(world, serial, t
     report = run(store, *second, options, workers=1)
     assert report.skipped_complete == len(overlap)
     assert report.planned == len(expected[1] - expected[0])
-    ds = assert_each_row_once(store)
-    assert set(ds.fragment_obsid.values) == expected[0] | expected[1]
-    assert_same_view(ds, assert_each_row_once(serial[0]))
+    view = assert_each_row_once(store)
+    assert set(view[1].obsid.values) == expected[0] | expected[1]
+    assert_same_view(view, assert_each_row_once(serial[0]))
 
     before = Archive(store).completions()
     report = run(store, *second, options, workers=1, force=True)
@@ -127,7 +131,7 @@ def test_overlapping_ranges_and_forced_reruns_add_nothing_twice(world, serial, t
     after = Archive(store).completions()
     assert all(after[o].attempt > before[o].attempt for o in expected[1])
     assert all(after[o] == before[o] for o in expected[0] - expected[1])
-    assert_same_view(ds, assert_each_row_once(store))
+    assert_same_view(view, assert_each_row_once(store))
 
 
 def test_run_coordinates_come_from_the_guano_dumps(world, serial):

@@ -21,7 +21,7 @@ from batglitch import pool
 from batglitch.sources.catalog import read_manifest
 from batglitch.standins import FakeObservation, FakeSwiftAPI, fake_observations, fill_heasarc
 from batglitch.store.archive import Archive
-from batglitch.store.reader import open_archive
+from batglitch.store.reader import open_archive, open_provenance
 
 BEGIN, END = datetime(2024, 3, 1), datetime(2024, 3, 19)
 FIRST = ("2024-03-01", "2024-03-11")
@@ -37,8 +37,7 @@ SETTINGS = Settings(
 )
 RUN_TIMEOUT_S = 240
 # Where a file came from differs by design between the two runs (local tree vs LocalStack S3).
-PROVENANCE = {"source_file", "fragment_source", "fragment_etag", "fragment_attempt"}
-PROVENANCE |= {"fragment_completed_at"}
+PROVENANCE = {"source", "etag", "attempt", "completed_at"}
 
 
 def in_range(obs: FakeObservation, begin: str, end: str) -> bool:
@@ -179,12 +178,18 @@ def test_execution_reports_the_bad_obsid_and_builds_the_pool_archive(
         assert summary[key] == getattr(ref_report, key), key
     assert got.sizes["window"] == ref.sizes["window"] > 0
     assert set(got.variables) == set(ref.variables)
-    for name in sorted(set(ref.variables) - PROVENANCE):
+    for name in sorted(set(ref.variables) - {"source_file"}):
         np.testing.assert_array_equal(got[name].values, ref[name].values, err_msg=name)
-    for name in ("source_file", "fragment_source"):
-        assert [heasarc_key(u) for u in got[name].values] == [
-            heasarc_key(u) for u in ref[name].values
-        ]
+    # the provenance of the first execution's own version, by its run id
+    got_from = open_provenance(
+        archive.url, summary["run_id"], storage_options=archive.storage_options
+    ).sortby("obsid")
+    ref_from = open_provenance(ref_report.store).sortby("obsid")
+    assert set(got_from.variables) == set(ref_from.variables)
+    for name in sorted(set(ref_from.variables) - PROVENANCE):
+        np.testing.assert_array_equal(got_from[name].values, ref_from[name].values, err_msg=name)
+    for urls, ref_urls in ((got.source_file, ref.source_file), (got_from.source, ref_from.source)):
+        assert [heasarc_key(u) for u in urls.values] == [heasarc_key(u) for u in ref_urls.values]
     assert all(u.startswith(f"s3://{local.HEASARC_BUCKET}/") for u in got.source_file.values)
     assert got.attrs["algorithm"] == ref.attrs["algorithm"]
 
@@ -253,7 +258,8 @@ def test_overlapping_execution_adds_nothing_twice(world, pipeline, first, second
 def test_view_after_a_second_execution_has_its_obsids(pipeline, second):
     archive = archive_of(pipeline)
     ds = open_archive(pipeline.deployment.store, storage_options=archive.storage_options)
-    assert set(ds.fragment_obsid.values) == set(archive.completions())
+    provenance = open_provenance(pipeline.deployment.store, storage_options=archive.storage_options)
+    assert set(provenance.obsid.values) == set(archive.completions())
     assert archive.versions()[0].run_id == second[0].output["run_id"]
 
 

@@ -11,7 +11,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0+unknown"
 
-_READER = ("open_archive", "training_set", "TrainingSet")
+_READER = ("open_archive", "open_provenance", "training_set", "TrainingSet")
 __all__ = ["__version__", *_READER]
 
 

@@ -45,8 +45,10 @@ from batglitch.store.keys import (
 )
 from batglitch.store.schema import (
     CONVENTIONS,
+    PROVENANCE_GROUP,
     WINDOW_COLUMNS,
     Completion,
+    algorithm_attr,
     check_rows,
     dimension_coords,
 )
@@ -188,13 +190,10 @@ class Archive:
         if repo is None:
             return {}
         root = zarr.open_group(readonly_session(repo).store, mode="r")
-        if "fragment_obsid" not in root:
+        group = root.get(PROVENANCE_GROUP)
+        if group is None or "obsid" not in group:
             return {}
-        table = {
-            name.removeprefix("fragment_"): root[name][...].tolist()
-            for name in root.array_keys()
-            if name.startswith("fragment_")
-        }
+        table = {name: group[name][...].tolist() for name in group.array_keys()}
         return {
             obsid: Completion.from_record({k: v[i] for k, v in table.items()})
             for i, obsid in enumerate(table["obsid"])
@@ -271,7 +270,7 @@ class Archive:
                 "Conventions": CONVENTIONS,
                 "title": "Swift/BAT heat-pipe glitch candidate windows",
                 "software_version": __version__,
-                "algorithm": config,
+                "algorithm": algorithm_attr(config) if config else "",
                 "n_obsids": written.n_obsids,
                 "n_windows": written.n_windows,
                 "published_at": utc_now(),
@@ -292,16 +291,17 @@ class Archive:
     @staticmethod
     def completions_in(root: Any) -> dict[str, str]:
         """obsid -> published attempt, from a session's per-obsid table."""
-        if "fragment_obsid" not in root:
+        group = root.get(PROVENANCE_GROUP)
+        if group is None or "obsid" not in group:
             return {}
-        obsids, attempts = root["fragment_obsid"][...], root["fragment_attempt"][...]
+        obsids, attempts = group["obsid"][...], group["attempt"][...]
         return {str(o): str(a) for o, a in zip(obsids, attempts, strict=True)}
 
     def _config(self, root: Any, todo: list[dict[str, Any]]) -> dict[str, Any]:
         """The one algorithm configuration of the archive and everything about to join it."""
-        configs = {json.dumps(m["config"], sort_keys=True) for m in todo}
+        configs = {algorithm_attr(m["config"]) for m in todo}
         if root.attrs.get("algorithm"):
-            configs.add(json.dumps(root.attrs["algorithm"], sort_keys=True))
+            configs.add(root.attrs["algorithm"])
         if len(configs) > 1:
             raise BatGlitchError(
                 f"{self.url}: fragments were made with {len(configs)} different algorithm "

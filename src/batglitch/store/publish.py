@@ -21,6 +21,7 @@ import zarr
 from batglitch.store.schema import (
     FRAGMENT,
     FRAGMENT_COLUMNS,
+    PROVENANCE_GROUP,
     ROW_COORDINATES,
     WINDOW,
     WINDOW_COLUMNS,
@@ -74,19 +75,21 @@ def _create(root: zarr.Group, name: str, column: Column, dim: str, rows: int) ->
 
 
 def arrays(root: zarr.Group) -> tuple[dict[str, zarr.Array], dict[str, zarr.Array]]:
-    """The window columns and the per-obsid table, created when missing (a new archive, or a
-    column added to the schema since: its old rows read as the fill value)."""
+    """The window columns (root) and the per-obsid table (provenance group), created when missing
+    (a new archive, or a column added to the schema since: its old rows read as the fill value)."""
     present = set(root.array_keys())
     windows = {n: root[n] for n in WINDOW_COLUMNS if n in present}
     n_rows = windows["window_start"].shape[0] if "window_start" in windows else 0
     for name, column in WINDOW_COLUMNS.items():
         if name not in windows:
             windows[name] = _create(root, name, column, WINDOW, n_rows)
-    table = {f: root[f"fragment_{f}"] for f in FRAGMENT_COLUMNS if f"fragment_{f}" in present}
+    group = root.require_group(PROVENANCE_GROUP)
+    present = set(group.array_keys())
+    table = {f: group[f] for f in FRAGMENT_COLUMNS if f in present}
     n_obsids = table["obsid"].shape[0] if "obsid" in table else 0
     for field, column in FRAGMENT_COLUMNS.items():
         if field not in table:
-            table[field] = _create(root, f"fragment_{field}", column, FRAGMENT, n_obsids)
+            table[field] = _create(group, field, column, FRAGMENT, n_obsids)
     return windows, table
 
 

@@ -11,7 +11,6 @@ Without this package, the same in one line (icechunk and xarray only; a local ar
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ import xarray as xr
 
 from batglitch.store.archive import archive_storage_options
 from batglitch.store.engine import open_repository, readonly_session
+from batglitch.store.schema import PROVENANCE_GROUP
 
 
 def open_archive(
@@ -29,13 +29,32 @@ def open_archive(
     an xarray Dataset. It reads that snapshot only, whatever is published meanwhile; its id is in
     ``ds.attrs["snapshot_id"]``. Rows are in publish order: ``ds.sortby(["obsid",
     "window_start"])`` sorts them."""
+    return _open(url, version, storage_options)
+
+
+def open_provenance(
+    url: str, version: str | None = None, storage_options: dict[str, Any] | None = None
+) -> xr.Dataset:
+    """What each published obsid's rows were made from (event file, size, etag, attempt, software
+    version, quick-look or not), one row per obsid on dim ``fragment``, indexed by obsid: kept
+    apart from the training dataset so that it never enters a model or a plot."""
+    return _open(url, version, storage_options, group=PROVENANCE_GROUP)
+
+
+def _open(
+    url: str,
+    version: str | None,
+    storage_options: dict[str, Any] | None,
+    group: str | None = None,
+) -> xr.Dataset:
     options = archive_storage_options(url) if storage_options is None else storage_options
     repo = open_repository(url, options)
     if repo is None:
         raise FileNotFoundError(f"{url}: no archive has been published there")
     session = readonly_session(repo, version)
-    ds = obsid_index(plain_strings(xr.open_zarr(session.store, consolidated=False)))
-    ds.attrs = netcdf_attrs({**ds.attrs, "snapshot_id": session.snapshot_id})
+    ds = xr.open_zarr(session.store, group=group, consolidated=False)
+    ds = obsid_index(plain_strings(ds))
+    ds.attrs["snapshot_id"] = session.snapshot_id
     return ds
 
 
@@ -55,15 +74,11 @@ def plain_strings(ds: xr.Dataset) -> xr.Dataset:
 
 
 def obsid_index(ds: xr.Dataset) -> xr.Dataset:
-    """An index on the obsid coordinate: ``ds.sel(obsid="00012345000")`` gives its windows.
+    """An index on the obsid coordinate: ``ds.sel(obsid="00012345000")`` gives its rows.
     (The one-liner for a plain xarray dataset: ``ds.set_xindex("obsid")``.)"""
-    return ds.set_xindex("obsid") if "obsid" in ds.coords and "obsid" not in ds.xindexes else ds
-
-
-def netcdf_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
-    """Attributes netCDF can hold: nested values (the algorithm's parameters) as JSON strings,
-    so ``ds.to_netcdf()`` writes what open_archive returns."""
-    return {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in attrs.items()}
+    if "obsid" not in ds or "obsid" in ds.xindexes:
+        return ds
+    return ds.set_coords("obsid").set_xindex("obsid")
 
 
 RESOLUTIONS = {"original": "dpi", "lowres": "dpi_lowres"}

@@ -8,6 +8,7 @@ science modules; the science side hands plain arrays keyed by these names (Fragm
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -15,6 +16,9 @@ from typing import Any
 import numpy as np
 
 WINDOW, FRAGMENT = "window", "fragment"
+# The per-obsid provenance table lives in this group, apart from the training dataset at the root
+# that open_archive and plain xarray read (issue 10): a dataset of its own, open_provenance.
+PROVENANCE_GROUP = "provenance"
 # MET counts seconds from 2001-01-01 (TT); UTC = that epoch + MET + UTCF (DESIGN.md)
 MET_EPOCH_UNITS = "seconds since 2001-01-01 00:00:00"
 _UTC = {"units": MET_EPOCH_UNITS, "calendar": "proleptic_gregorian"}
@@ -88,7 +92,7 @@ WINDOW_COLUMNS: dict[str, Column] = {
 IMAGE_COLUMNS = tuple(name for name, column in WINDOW_COLUMNS.items() if column.dims)
 TABLE_COLUMNS = tuple(name for name, column in WINDOW_COLUMNS.items() if not column.dims)
 
-# Per obsid (dim "fragment", stored as fragment_<name>): what each obsid's rows were made from.
+# Per obsid (dim "fragment", in group PROVENANCE_GROUP): what each obsid's rows were made from.
 FRAGMENT_COLUMNS: dict[str, Column] = {
     "obsid": Column("str", "11-digit Swift observation id"),
     "n_windows": Column("int64", "windows the obsid contributes (0: searched, none found)"),
@@ -104,7 +108,7 @@ FRAGMENT_COLUMNS: dict[str, Column] = {
 
 @dataclass(frozen=True)
 class Completion:
-    """One published obsid, as planning needs it: one row of the fragment_* table."""
+    """One published obsid, as planning needs it: one row of the provenance table."""
 
     obsid: str
     n_windows: int
@@ -150,6 +154,12 @@ def dimension_coords(config: Mapping[str, Any]) -> dict[str, tuple[tuple[str, ..
             {"units": "s", "long_name": "bin start minus the flagged bin's start"},
         )  # fmt: skip
     return coords
+
+
+def algorithm_attr(config: Mapping[str, Any]) -> str:
+    """The algorithm's parameters as the root attribute holds them: one canonical JSON string
+    (netCDF takes no nested attributes; equal configurations give equal strings)."""
+    return json.dumps(dict(config), sort_keys=True)
 
 
 def check_rows(obsid: str, rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
