@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from batglitch.pipeline.report import summarize
+from batglitch.errors import Interrupted
+from batglitch.pipeline.report import interrupted, summarize
 from batglitch.pipeline.worker import DEFERRED, DONE, FAILED, NO_GLITCHES, NOT_ARCHIVED, ObsResult
 
 
@@ -63,3 +64,12 @@ def test_deferred_obsids_are_counted_and_shown_only_when_there_are_some():
     report = report_of([*results(), ObsResult("00000000006", DEFERRED, error="budget")])
     assert (report.planned, report.deferred, report.failed) == (6, 1, 1)
     assert "  deferred" in report.table()
+
+
+def test_interrupted_keeps_only_obsids_whose_rows_were_written():
+    """Done and glitch-free obsids have rows (or a marker) stored; failed and not-yet-archived
+    ones do not and are planned again, so they must not be called kept."""
+    message = interrupted(Interrupted(results(), 3, run_id="r1", store="s3://b/a"))
+    assert "3 obsids finished and are kept, 2 failed or not archived yet, 3 not processed" in message
+    assert "`batglitch finalize --store s3://b/a --run-id r1`" in message
+    assert "finalize" not in interrupted(Interrupted(results()[:1], 0))  # nothing to publish: no run

@@ -464,21 +464,9 @@ def _check(args: argparse.Namespace) -> None:
 def _interrupted(exc: BaseException) -> str:
     if not isinstance(exc, Interrupted):
         return "interrupted; obsids that finished are kept and the next run skips them"
-    published = (
-        f"`batglitch finalize --store {exc.store} --run-id {exc.run_id}` publishes them, or "
-        if exc.run_id
-        else ""
-    )
-    from batglitch.pipeline.worker import DONE, NO_GLITCHES
+    from batglitch.pipeline.report import interrupted
 
-    # only rows that were written are kept; failed and not-yet-archived obsids are planned again
-    kept = sum(1 for r in exc.finished if r.status in (DONE, NO_GLITCHES))
-    return (
-        f"interrupted: workers stopped; {kept} obsids finished and are kept, "
-        f"{len(exc.finished) - kept} failed or not archived yet, "
-        f"{exc.not_finished} not processed; nothing new is published yet: {published}"
-        "run the same command again to go on (finished obsids are skipped)"
-    )
+    return interrupted(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

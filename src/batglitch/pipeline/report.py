@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from batglitch.errors import Interrupted
 from batglitch.pipeline.worker import (
     DEFERRED,
     DONE,
@@ -108,4 +109,24 @@ def summarize(
         workers=workers,
         failures=[r.to_dict() for r in by_status[FAILED]],
         results=[r.to_dict() for r in results],
+    )
+
+
+KEPT = (DONE, NO_GLITCHES)  # statuses whose rows were written: the next run skips them
+
+
+def interrupted(stop: Interrupted) -> str:
+    """What Ctrl-C kept and how to go on, the same from every adapter: only obsids whose rows
+    were written are kept; failed and not-yet-archived ones are planned again."""
+    kept = sum(1 for r in stop.finished if r.status in KEPT)
+    publish = (
+        f"`batglitch finalize --store {stop.store} --run-id {stop.run_id}` publishes them, or "
+        if stop.run_id
+        else ""
+    )
+    return (
+        f"interrupted: workers stopped; {kept} obsids finished and are kept, "
+        f"{len(stop.finished) - kept} failed or not archived yet, "
+        f"{stop.not_finished} not processed; nothing new is published yet: {publish}"
+        "run the same command again to go on (finished obsids are skipped)"
     )
