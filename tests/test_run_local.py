@@ -257,7 +257,6 @@ def test_overlapping_execution_adds_nothing_twice(world, pipeline, first, second
 
 def test_view_after_a_second_execution_has_its_obsids(pipeline, second):
     archive = archive_of(pipeline)
-    ds = open_archive(pipeline.deployment.store, storage_options=archive.storage_options)
     provenance = open_provenance(pipeline.deployment.store, storage_options=archive.storage_options)
     assert set(provenance.obsid.values) == set(archive.completions())
     assert archive.versions()[0].run_id == second[0].output["run_id"]
