@@ -5,8 +5,12 @@ from __future__ import annotations
 import re
 
 from batglitch.errors import Interrupted
-from batglitch.pipeline.report import interrupted, summarize
+from batglitch.pipeline.report import interrupted, stored_obsids, summarize
 from batglitch.pipeline.worker import DEFERRED, DONE, FAILED, NO_GLITCHES, NOT_ARCHIVED, ObsResult
+from batglitch.sources.catalog import ObsEntry
+from batglitch.standins.rows import fragment
+from batglitch.store.archive import Archive
+from batglitch.store.keys import new_attempt_id
 
 
 def results() -> list[ObsResult]:
@@ -66,11 +70,31 @@ def test_deferred_obsids_are_counted_and_shown_only_when_there_are_some():
     assert "  deferred" in report.table()
 
 
-def test_interrupted_keeps_only_obsids_whose_rows_were_written():
+def test_interrupted_keeps_only_obsids_whose_rows_were_stored():
     """Done and glitch-free obsids have rows (or a marker) stored; failed and not-yet-archived
-    ones do not and are planned again, so they must not be called kept."""
+    ones do not and are planned again, so they must not be called kept. An obsid stored as Ctrl-C
+    arrived (its result lost) is kept and no longer counted as not processed."""
     message = interrupted(Interrupted(results(), 3, run_id="r1", store="s3://b/a"))
     assert "3 obsids finished and are kept, 2 failed or not archived yet, 3 not proc" in message
     assert "`batglitch finalize --store s3://b/a --run-id r1`" in message
-    without_run = interrupted(Interrupted(results()[:1], 0))  # nothing to publish
-    assert "1 obsids finished and are kept" in without_run and "finalize" not in without_run
+    late = interrupted(Interrupted(results(), 3, stored=frozenset({"00000000001", "00000000006"})))
+    assert "4 obsids finished and are kept, 2 failed or not archived yet, 2 not proc" in late
+    assert "finalize" not in late  # no run to publish
+
+
+def test_stored_obsids_are_this_runs_markers_of_planned_obsids(tmp_path):
+    archive = Archive(str(tmp_path / "a"))
+    before = new_attempt_id()
+    archive.write_fragment(fragment("00000000003", 0))  # an earlier run's, still unpublished
+    run_id = new_attempt_id()
+    for obsid in ("00000000001", "00000000002", "00000000009"):  # 9: stored, but not planned
+        archive.write_fragment(fragment(obsid, 1))
+    planned = [
+        ObsEntry(o, (), True, None, ()) for o in ("00000000001", "00000000002", "00000000003")
+    ]
+    assert stored_obsids(archive, planned, since=run_id) == {"00000000001", "00000000002"}
+    assert stored_obsids(archive, planned, since=before) == {
+        "00000000001",
+        "00000000002",
+        "00000000003",
+    }

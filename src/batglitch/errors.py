@@ -32,7 +32,9 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C while workers ran: they are stopped; what finished stays stored.
 
     A KeyboardInterrupt, so that no ``except Exception`` on the way up takes it for a failure.
-    finished: the results of the obsids that completed (ObsResult).
+    finished: the results of the obsids that completed (ObsResult); stored: the planned obsids
+    whose rows the store holds after the stop (a worker may have stored them as Ctrl-C arrived,
+    its result lost), as pipeline.report.stored_obsids counts them.
     """
 
     def __init__(
@@ -40,9 +42,10 @@ class Interrupted(KeyboardInterrupt):
         finished: list[Any],
         not_finished: int,
         *,
+        stored: frozenset[str] = frozenset(),
         run_id: str | None = None,
         store: str | None = None,
     ) -> None:
-        self.finished, self.not_finished = finished, not_finished
+        self.finished, self.not_finished, self.stored = finished, not_finished, stored
         self.run_id, self.store = run_id, store
         super().__init__(f"interrupted: {len(finished)} obsids finished, {not_finished} not")

@@ -19,7 +19,7 @@ from typing import Any
 from batglitch import console
 from batglitch.errors import Interrupted
 from batglitch.pipeline.job import defer_items, finalize_run, plan_run, process_item
-from batglitch.pipeline.report import RunReport
+from batglitch.pipeline.report import RunReport, stored_obsids
 from batglitch.pipeline.worker import FAILED, ObsResult, failed
 from batglitch.sources.catalog import ObsEntry, read_manifest
 from batglitch.sources.places import Places
@@ -126,7 +126,8 @@ def process_all(
                 finally:
                     pool.shutdown(wait=True, cancel_futures=True)
         except KeyboardInterrupt:
-            raise Interrupted(results, len(entries) - len(results)) from None
+            stored = stored_obsids(Archive(store), entries, since=run_id)
+            raise Interrupted(results, len(entries) - len(results), stored=stored) from None
     return sorted(results, key=lambda r: r.obsid), list(reversed(waiting))
 
 
@@ -215,8 +216,9 @@ def run(
         )
     except Interrupted as stop:
         raise Interrupted(
-            stop.finished, stop.not_finished, run_id=run_plan.run_id, store=archive.url
-        ) from None
+            stop.finished, stop.not_finished, stored=stop.stored, run_id=run_plan.run_id,
+            store=archive.url,
+        ) from None  # fmt: skip
     if deferred:
         windows = sum(r.n_windows for r in results)
         logger.info(

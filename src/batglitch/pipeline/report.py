@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,8 @@ from batglitch.pipeline.worker import (
     NOT_ARCHIVED,
     ObsResult,
 )
+from batglitch.sources.catalog import ObsEntry
+from batglitch.store.archive import Archive
 
 
 @dataclass(frozen=True)
@@ -115,18 +117,34 @@ def summarize(
 KEPT = (DONE, NO_GLITCHES)  # statuses whose rows were written: the next run skips them
 
 
+def stored_obsids(
+    archive: Archive, entries: Iterable[ObsEntry], since: str | None = None
+) -> frozenset[str]:
+    """Obsids of ``entries`` with a completion marker of an attempt after ``since`` (the run id):
+    rows stored and waiting for publish, which the next plan counts as done. Read from the store
+    because a worker can store its rows as Ctrl-C arrives and never hand its result back."""
+    planned = {e.obsid for e in entries}
+    return frozenset(
+        m["obsid"]
+        for m in archive.pending()
+        if m["obsid"] in planned and (since is None or m["attempt"] > since)
+    )
+
+
 def interrupted(stop: Interrupted) -> str:
     """What Ctrl-C kept and how to go on, the same from every adapter: only obsids whose rows
-    were written are kept; failed and not-yet-archived ones are planned again."""
-    kept = sum(1 for r in stop.finished if r.status in KEPT)
+    were stored are kept; failed and not-yet-archived ones are planned again."""
+    kept = stop.stored | {r.obsid for r in stop.finished if r.status in KEPT}
+    other = {r.obsid for r in stop.finished} - kept
+    left = len(stop.finished) + stop.not_finished - len(kept) - len(other)
     publish = (
         f"`batglitch finalize --store {stop.store} --run-id {stop.run_id}` publishes them, or "
         if stop.run_id
         else ""
     )
     return (
-        f"interrupted: workers stopped; {kept} obsids finished and are kept, "
-        f"{len(stop.finished) - kept} failed or not archived yet, "
-        f"{stop.not_finished} not processed; nothing new is published yet: {publish}"
+        f"interrupted: workers stopped; {len(kept)} obsids finished and are kept, "
+        f"{len(other)} failed or not archived yet, "
+        f"{left} not processed; nothing new is published yet: {publish}"
         "run the same command again to go on (finished obsids are skipped)"
     )
