@@ -18,8 +18,8 @@ from pathlib import Path
 
 from batglitch import pool
 from batglitch.pipeline.job import finalize_run, plan_run
+from batglitch.pipeline.plan import PlanOptions, read_manifest
 from batglitch.pipeline.report import RunReport
-from batglitch.sources.catalog import read_manifest
 from batglitch.standins import FakeSwiftAPI, fake_observations, fill_heasarc
 
 N_OBSIDS = 50
@@ -63,14 +63,16 @@ def timed_run(api_url: str, workers: int) -> tuple[RunReport, dict[str, float]]:
     """pool.run step by step (same calls), timing each step."""
     store = str(CACHE / f"run-archive-{workers}w.zarr")
     shutil.rmtree(store, ignore_errors=True)
-    options = {"api_url": api_url, "roots": [str(heasarc_tree())]}
+    options = PlanOptions(api_url=api_url, roots=(str(heasarc_tree()),))
     seconds = {}
     started = time.perf_counter()
-    run = plan_run(BEGIN.date().isoformat(), END.date().isoformat(), store, plan_options=options)
+    run = plan_run(BEGIN.date().isoformat(), END.date().isoformat(), store, options=options)
     seconds["plan"] = time.perf_counter() - started
     entries = read_manifest(run.manifest)
     cpu_before = cpu_seconds()
-    pool.process_all(entries, store, workers, run_id=run.run_id, progress=False)
+    pool.process_all(
+        entries, store, workers, run_id=run.run_id, places=options.places, progress=False
+    )
     seconds["process"] = time.perf_counter() - started - seconds["plan"]
     seconds["process_cpu"] = cpu_seconds() - cpu_before
     report = finalize_run(store, run.run_id, workers=workers)

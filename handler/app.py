@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from batglitch.pipeline import job
-from batglitch.sources.catalog import ObsEntry
+from batglitch.pipeline.plan import ObsEntry, PlanOptions
 from batglitch.store.archive import Archive
 from handler.logs import configure, log_context
 
@@ -45,7 +45,7 @@ def plan(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             begin, end = event["begin"], event["end"]
         run = job.plan_run(
             begin, end, _store(event), force=bool(event.get("force")), limit=event.get("limit"),
-            plan_options={"slewing": bool(event.get("slewing"))},
+            options=PlanOptions(slewing=bool(event.get("slewing"))),
         )  # fmt: skip
         logger.info("planned %d obsids for %s..%s, run %s", run.n_obsids, begin, end, run.run_id)
         # the Distributed Map's ItemReader takes the manifest as bucket + key

@@ -165,7 +165,7 @@ import sys
 import boto3
 
 from batglitch.store.archive import Archive
-from batglitch.sources.catalog import ObsEntry, write_manifest
+from batglitch.pipeline.plan import ObsEntry, write_manifest
 from batglitch.pipeline.job import process_item
 from batglitch.standins.synth import SynthSpec, event_file_bytes
 

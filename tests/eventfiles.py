@@ -103,15 +103,20 @@ def binned_events(
     )
 
 
-def event_hdus(events: Events, *, obsid: str = OBSID, gainapp: bool = True) -> fits.HDUList:
-    """The HDUs of a BAT event file holding exactly these events and GTI rows."""
+def event_hdus(
+    events: Events, *, obsid: str = OBSID, gainapp: bool = True, scaled: bool = False
+) -> fits.HDUList:
+    """The HDUs of a BAT event file holding exactly these events and GTI rows; scaled: ENERGY
+    in the archive's 1I/TSCAL 0.1 layout (energies then in 0.1 keV steps), else 1E keV."""
     table = np.zeros(len(events.time), dtype=synth.EVENT_DTYPE)
     for column in ("time", "detx", "dety", "energy"):
         table[column.upper()] = getattr(events, column)
     known = np.concatenate([events.time[np.isfinite(events.time)], events.gti.ravel()])
     tstart = float(known.min()) if known.size else 0.0
     duration = max(float(known.max()) - tstart, 1.0) if known.size else 1.0
-    spec = synth.SynthSpec(obsid=obsid, tstart=tstart, duration=duration, gainapp=gainapp)
+    spec = synth.SynthSpec(
+        obsid=obsid, tstart=tstart, duration=duration, gainapp=gainapp, scaled_energy=scaled
+    )
     return synth.fits_hdus(table, events.gti, spec)
 
 
@@ -267,7 +272,8 @@ DAMAGED: dict[str, Damaged] = {
     "empty": Damaged(lambda: b"", "not a FITS file", False),
     "text": Damaged(lambda: b"TIME,DETX\n1,2\n" * 300, "not a FITS file", False),
     "gzipped text": Damaged(lambda: igzip.compress(b"hello " * 1000), "not a FITS file", False),
-    "gzip cut in half": Damaged(lambda: _gzip_cut(0.5), "truncated gzip", False),
+    # the headers (OBS_ID) lie in the first half of the stream: the error names the obsid
+    "gzip cut in half": Damaged(lambda: _gzip_cut(0.5), "truncated gzip"),
     "gzip without its last byte": Damaged(lambda: _gzip_cut(0.0), "truncated gzip"),
     "corrupt deflate data": Damaged(
         lambda: b"\x1f\x8b\x08\x00" + bytes(range(256)) * 8, "corrupt gzip", False

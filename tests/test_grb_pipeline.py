@@ -10,10 +10,11 @@ import pytest
 from reference import reference_grb_file
 
 from batglitch.cli import main
+from batglitch.pipeline.plan import ObsEntry, PlannedFile
 from batglitch.pipeline.worker import BAT_TRIGGER, DONE, process_entry
 from batglitch.science.grb import GLITCH, GRB, burst_columns
-from batglitch.sources.catalog import ObsEntry
 from batglitch.sources.grbs import Burst
+from batglitch.sources.heasarc import kind_of
 from batglitch.sources.places import Places
 from batglitch.standins.synth import SynthSpec, write_event_file
 from batglitch.store.archive import Archive
@@ -29,7 +30,8 @@ def burst(k: int, trigger_met: float) -> Burst:
 
 def entry(path: Path, obsid: str, label: str = GLITCH, bursts: tuple = ()) -> ObsEntry:
     """A planned entry as the planner writes it: the file's URL and the bursts near it."""
-    return ObsEntry(obsid, (str(path),), True, "2024_03", (), label=label, bursts=bursts)
+    planned = PlannedFile(kind_of(str(path)), (str(path),), archived=True)
+    return ObsEntry(obsid, (), (planned,), label=label, bursts=bursts)
 
 
 @pytest.fixture(scope="module")

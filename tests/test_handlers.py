@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from batglitch.errors import EventFileError
-from batglitch.sources.catalog import read_manifest
+from batglitch.pipeline.plan import read_manifest
 from batglitch.standins import FakeSwiftAPI, fake_observations, fill_heasarc
 from batglitch.standins.lambda_runtime import awslambdaric_command, serve_runtime
 from batglitch.store.archive import Archive
@@ -51,9 +51,7 @@ class Context:
 def items(run: dict) -> list[dict]:
     """What the Distributed Map's ItemSelector hands to process: entry + store + run_id."""
     entries = read_manifest(run["manifest_url"])
-    return [
-        {**json.loads(e.to_json()), "store": run["store"], "run_id": run["run_id"]} for e in entries
-    ]
+    return [{**e.to_dict(), "store": run["store"], "run_id": run["run_id"]} for e in entries]
 
 
 def test_plan_process_finalize_in_process(services, tmp_path, capsys):

@@ -27,9 +27,9 @@ from isal import isal_zlib
 from batglitch.cli import main
 from batglitch.errors import EventFileError
 from batglitch.pipeline.job import process_item
+from batglitch.pipeline.plan import ObsEntry, PlannedFile, write_manifest
 from batglitch.pipeline.worker import FAILED
 from batglitch.science.events import BLOCK, CARD, parse_events
-from batglitch.sources.catalog import ObsEntry, write_manifest
 from batglitch.sources.places import Places
 from batglitch.standins.synth import SynthSpec, write_event_file
 from batglitch.store.archive import Archive
@@ -109,7 +109,7 @@ def test_hostile_manifest_urls_are_refused_before_any_read(tmp_path, url, capsys
     write_event_file(secret, SynthSpec(obsid=OBSID, duration=20.0, rate_hz=500.0))
     os.symlink(secret, root / "link.evt.gz")
     url = url.format(root=root)
-    entry = ObsEntry(OBSID, (url,), archived=True, month="2024_03", triggers=())
+    entry = ObsEntry(OBSID, (), (PlannedFile("po", (url,), archived=True),))
     store = str(tmp_path / "store.zarr")
     archive = Archive(store)
     result = process_item(entry, archive, None, places=Places.configured([str(root)]))

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections import Counter
 from datetime import datetime
 
 import pytest
 
 from batglitch.errors import EventFileError
 from batglitch.pipeline.job import finalize_run, plan_run, process_item, rolling_range, run_results
-from batglitch.pipeline.worker import DONE, FAILED, NOT_ARCHIVED
-from batglitch.sources.catalog import read_manifest
-from batglitch.sources.places import Places
+from batglitch.pipeline.plan import PlanOptions, read_manifest
+from batglitch.pipeline.worker import DONE, FAILED, NO_GLITCHES, NOT_ARCHIVED
 from batglitch.standins import FakeSwiftAPI, fake_observations, fill_heasarc
 from batglitch.store.archive import Archive
 from batglitch.store.reader import open_archive
@@ -33,7 +33,7 @@ def world(tmp_path_factory):
     with FakeSwiftAPI(observations) as api:
         yield (
             {o.obsid: o for o in observations},
-            {"api_url": api.url, "roots": [str(heasarc)], "quicklook": [api.quicklook_url]},
+            PlanOptions(api_url=api.url, roots=(str(heasarc),), quicklook=(api.quicklook_url,)),
         )
 
 
@@ -58,7 +58,7 @@ def test_rolling_range_uses_the_utc_date_of_an_offset_timestamp():
 def test_a_run_plans_processes_and_reports_every_outcome(world, tmp_path):
     observations, options = world
     store = str(tmp_path / "a.zarr")
-    run = plan_run(BEGIN, END, store, plan_options=options)
+    run = plan_run(BEGIN, END, store, options=options)
     entries = read_manifest(run.manifest)
     assert sorted(e.obsid for e in entries) == sorted(observations)
     assert (run.n_obsids, run.skipped_complete) == (6, 0)
@@ -66,8 +66,7 @@ def test_a_run_plans_processes_and_reports_every_outcome(world, tmp_path):
     assert archive.get_json(f"runs/{run.run_id}/plan.json")["manifest"] == run.manifest
 
     results = {
-        e.obsid: process_item(e, archive, run.run_id, places=Places.of_plan(options))
-        for e in entries
+        e.obsid: process_item(e, archive, run.run_id, places=options.places) for e in entries
     }
     report = finalize_run(store, run.run_id, workers=1)
     corrupt = next(o for o in observations.values() if o.corrupt)
@@ -85,22 +84,22 @@ def test_a_run_plans_processes_and_reports_every_outcome(world, tmp_path):
     assert (stored["done"], stored["failed"], stored["windows"]) == (4, 1, report.windows)
 
     # The next run skips what is complete and retries the rest, the unarchived one included.
-    again = plan_run(BEGIN, END, store, plan_options=options)
+    again = plan_run(BEGIN, END, store, options=options)
     retried = {e.obsid for e in read_manifest(again.manifest)}
     assert retried == {corrupt.obsid, unarchived.obsid}
     assert again.skipped_complete == 4
-    assert plan_run(BEGIN, END, store, force=True, plan_options=options).n_obsids == 6
-    assert plan_run(BEGIN, END, store, force=True, limit=2, plan_options=options).n_obsids == 2
+    assert plan_run(BEGIN, END, store, force=True, options=options).n_obsids == 6
+    assert plan_run(BEGIN, END, store, force=True, limit=2, options=options).n_obsids == 2
 
 
 def test_an_entry_without_a_result_record_counts_as_failed(world, tmp_path):
     store = str(tmp_path / "a.zarr")
-    run = plan_run(BEGIN, END, store, plan_options=world[1])
+    run = plan_run(BEGIN, END, store, options=world[1])
     entries = read_manifest(run.manifest)
     archive = Archive(store)
     done = [e for e in entries if world[0][e.obsid].archived and not world[0][e.obsid].corrupt]
     process_item(
-        done[0], archive, run.run_id, places=Places.of_plan(world[1])
+        done[0], archive, run.run_id, places=world[1].places
     )  # the other workers died without a word
 
     by_obsid = {r.obsid: r for r in run_results(archive, run.run_id, run.manifest)}
@@ -114,50 +113,60 @@ def test_an_entry_without_a_result_record_counts_as_failed(world, tmp_path):
 
 def test_process_item_records_a_failure_before_raising_it(world, tmp_path):
     store = str(tmp_path / "a.zarr")
-    run = plan_run(BEGIN, END, store, plan_options=world[1])
+    run = plan_run(BEGIN, END, store, options=world[1])
     corrupt = next(e for e in read_manifest(run.manifest) if world[0][e.obsid].corrupt)
     archive = Archive(store)
     with pytest.raises(EventFileError):
-        process_item(
-            corrupt, archive, run.run_id, places=Places.of_plan(world[1]), raise_errors=True
-        )
+        process_item(corrupt, archive, run.run_id, places=world[1].places, raise_errors=True)
     record = archive.get_json(f"runs/{run.run_id}/results/{corrupt.obsid}.json")
     assert record["status"] == FAILED and corrupt.obsid in record["error"]
     assert archive.completed_obsids() == set()
 
 
-def test_rows_from_quicklook_are_redone_once_the_observation_is_archived(tmp_path):
-    """Quick-look data is provisional: not replanned while it is all there is, redone after."""
-    begin, end = datetime.fromisoformat(BEGIN), datetime.fromisoformat(END)
-    [pending] = fake_observations(begin, end, 1, seed=9, not_archived_fraction=1.0)
-    archived = dataclasses.replace(pending, archived=True)
-    heasarc, quicklook = tmp_path / "heasarc", tmp_path / "ql"
-    fill_heasarc(str(heasarc), [archived], rate_hz=500.0, duration=90.0, n_glitches=2)
-    event_file = heasarc / archived.key("po")
-    (quicklook / pending.obsid / "bat/event").mkdir(parents=True)
-    shutil.copy(event_file, quicklook / pending.obsid / "bat/event" / event_file.name)
-    store = str(tmp_path / "a.zarr")
-
-    def run(observation) -> tuple[int, int, dict]:
-        with FakeSwiftAPI([observation], quicklook_base=str(quicklook)) as api:
-            options = {
-                "api_url": api.url,
-                "roots": [str(heasarc)],
-                "quicklook": [api.quicklook_url],
-            }
-            planned = plan_run(BEGIN, END, store, plan_options=options)
-            for entry in read_manifest(planned.manifest):
-                process_item(entry, Archive(store), planned.run_id, places=Places.of_plan(options))
-        finalize_run(store, planned.run_id)
-        return planned.n_obsids, planned.skipped_complete, Archive(store).completions()
-
-    n, skipped, done = run(pending)  # from quick-look: processed, marked as such
-    assert (n, skipped) == (1, 0) and done[pending.obsid].from_quicklook is True
-    first = done[pending.obsid].attempt
-    n, skipped, done = run(pending)  # still only quick-look: not redone
-    assert (n, skipped) == (0, 1) and done[pending.obsid].attempt == first
-    n, skipped, done = run(archived)  # archived now: redone from the archive proper
-    assert (n, skipped) == (1, 0) and done[pending.obsid].from_quicklook is False
-    n, skipped, _ = run(archived)  # final: skipped without a lookup
-    assert (n, skipped) == (0, 1)
-    assert open_archive(store).sizes["window"] == done[pending.obsid].n_windows > 0
+def test_a_week_of_daily_runs_turns_every_quicklook_obsid_into_archived_rows_once(tmp_path):
+    """The daily schedule looks back 3 days; archiving takes about a week. Quick-look rows are
+    made at once, re-planned by every run whatever its range, and replaced exactly once when
+    the archive has the files; a quick-look file that vanished meanwhile is "not archived yet"."""
+    start = datetime(2024, 3, 1)
+    observations = fake_observations(
+        start, datetime(2024, 3, 3), 4, seed=12, not_archived_fraction=1.0, sp_fraction=0.25
+    )
+    archive_day = {o.obsid: 3 + i for i, o in enumerate(observations)}  # days 3..6
+    vanish_day = {o.obsid: archive_day[o.obsid] - 1 for o in observations[-1:]}  # gone a day early
+    heasarc, ql, store = tmp_path / "heasarc", tmp_path / "ql", str(tmp_path / "a.zarr")
+    archived = [dataclasses.replace(o, archived=True) for o in observations]
+    spec = {"rate_hz": 500.0, "duration": 90.0, "n_glitches": 2}
+    fill_heasarc(str(tmp_path / "unused"), observations, quicklook_url=str(ql), **spec)
+    made: Counter[str] = Counter()  # rows made, per obsid
+    with FakeSwiftAPI(observations, quicklook_base=str(ql)) as api:
+        options = PlanOptions(api_url=api.url, roots=(str(heasarc),), quicklook=(str(ql),))
+        for day in range(1, 8):
+            today = [
+                a if day >= archive_day[o.obsid] else o
+                for o, a in zip(observations, archived, strict=True)
+            ]
+            for o in observations:
+                if day == archive_day[o.obsid]:
+                    fill_heasarc(str(heasarc), [dataclasses.replace(o, archived=True)], **spec)
+                if day in (archive_day[o.obsid], vanish_day.get(o.obsid)):
+                    shutil.rmtree(ql / f"sw{o.obsid}.001", ignore_errors=True)
+            api.observations = today
+            begin, end = rolling_range(f"2024-03-{day + 1:02d}T00:05:00Z", 3)
+            run = plan_run(begin, end, store, options=options)
+            for entry in read_manifest(run.manifest):
+                result = process_item(entry, Archive(store), run.run_id, places=options.places)
+                assert result.status != FAILED, result.error
+                made[entry.obsid] += result.status in (DONE, NO_GLITCHES)
+            finalize_run(store, run.run_id)
+    # once from quick-look as soon as it was seen, once from the archive: never again
+    assert made == {o.obsid: 2 for o in observations}
+    done = Archive(store).completions()
+    assert sorted(done) == sorted(o.obsid for o in observations)
+    assert not any(c.from_quicklook for c in done.values())
+    ds = open_archive(store)
+    for o in observations:
+        rows = ds.source_file.values[ds.obsid.values == o.obsid]
+        assert len(rows) == done[o.obsid].n_windows > 0
+        assert all(str(heasarc) in r for r in rows)  # the archived copy, once
+        starts = ds.window_start.values[ds.obsid.values == o.obsid]
+        assert len(set(starts.tolist())) == len(starts)  # no window twice

@@ -10,8 +10,8 @@ import pytest
 from astropy.io import fits
 
 from batglitch.pipeline.job import process_item
+from batglitch.pipeline.plan import ObsEntry, PlannedFile
 from batglitch.pipeline.worker import FAILED, ingest_file
-from batglitch.sources.catalog import ObsEntry
 from batglitch.standins.synth import SynthSpec, write_event_file
 from batglitch.store import keys
 from batglitch.store.archive import Archive
@@ -64,7 +64,7 @@ def test_a_header_obs_id_with_dots_is_a_bad_file_and_writes_nothing(tmp_path):
 
 def test_a_manifest_obsid_with_dots_fails_its_item_and_writes_nothing(tmp_path):
     store = tmp_path / "deep" / "archive"
-    entry = ObsEntry("../../escaped", ("/nowhere.evt.gz",), True, None, ())
+    entry = ObsEntry("../../escaped", (), (PlannedFile("po", ("/nowhere.evt.gz",), True),))
     result = process_item(entry, Archive(str(store)), keys.new_attempt_id())
     assert result.status == FAILED and "not 11 digits" in result.error
     written = [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from batglitch.pipeline.plan import PlanOptions
 from batglitch.sources.places import (
     DEFAULT_ARCHIVE_ROOTS,
     DEFAULT_QUICKLOOK,
@@ -31,7 +32,7 @@ def test_roots_setting(monkeypatch):
     assert archive_roots() == ("file:///tmp/arch", "s3://mirror/prefix")
     assert quicklook_roots() == ("https://ql.example/data",)
     assert archive_roots(["/x/"]) == ("/x",)
-    assert Places.of_plan({"roots": ["/x"], "quicklook": ["/q"]}) == Places(("/x",), ("/q",))
+    assert PlanOptions(roots=("/x",), quicklook=("/q",)).places == Places(("/x",), ("/q",))
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,8 @@ import pytest
 import xarray as xr
 
 from batglitch import pool
+from batglitch.pipeline.plan import PlanOptions, plan
 from batglitch.pipeline.report import RunReport
-from batglitch.sources.catalog import plan
 from batglitch.sources.places import Places
 from batglitch.standins import FakeSwiftAPI, Fault, fake_observations, fill_heasarc
 from batglitch.standins.swift_api import FakeObservation
@@ -41,15 +41,15 @@ def world(tmp_path_factory):
     with FakeSwiftAPI(observations) as api:
         yield (
             observations,
-            {"api_url": api.url, "roots": [str(heasarc)], "quicklook": [api.quicklook_url]},
+            PlanOptions(api_url=api.url, roots=(str(heasarc),), quicklook=(api.quicklook_url,)),
         )
 
 
-def run(store: str, begin: datetime, end: datetime, options: dict, **kwargs) -> RunReport:
+def run(store: str, begin: datetime, end: datetime, options: PlanOptions, **kwargs) -> RunReport:
     day = "%Y-%m-%d"
     return pool.run(
         begin.strftime(day), end.strftime(day), store, progress=False,
-        plan_options=options, **kwargs,
+        options=options, **kwargs,
     )  # fmt: skip
 
 
@@ -151,11 +151,12 @@ def test_run_coordinates_come_from_the_guano_dumps(world, serial):
 
 
 def test_a_killed_pool_process_fails_its_obsid_not_the_run(world, tmp_path):
-    entries = plan(BEGIN, END, **world[1])[:3]
+    entries = plan(BEGIN, END, world[1]).entries[:3]
     store = str(tmp_path / "a.zarr")
     path = "/ql/stuck.evt.gz"
     with FakeSwiftAPI([], faults=[Fault(path=path, delay_s=60.0)]) as slow:
-        stuck = dataclasses.replace(entries[0], event_urls=(f"{slow.url}{path}",))
+        ql = dataclasses.replace(entries[0].files[0], urls=(f"{slow.url}{path}",), archived=False)
+        stuck = dataclasses.replace(entries[0], files=(ql,))
         earlier = set(multiprocessing.active_children())  # not the pool's: leave them be
         with ThreadPoolExecutor(max_workers=1) as runner:
             running = runner.submit(
@@ -163,7 +164,7 @@ def test_a_killed_pool_process_fails_its_obsid_not_the_run(world, tmp_path):
                 [stuck, *entries[1:]],
                 store,
                 2,
-                places=Places.configured(world[1]["roots"], [slow.quicklook_url]),
+                places=Places.configured(world[1].roots, [slow.quicklook_url]),
                 progress=False,
             )
             others = {e.obsid for e in entries[1:]}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 from batglitch.errors import Interrupted
+from batglitch.pipeline.plan import ObsEntry
 from batglitch.pipeline.report import interrupted, stored_obsids, summarize
 from batglitch.pipeline.worker import DEFERRED, DONE, FAILED, NO_GLITCHES, NOT_ARCHIVED, ObsResult
-from batglitch.sources.catalog import ObsEntry
 from batglitch.standins.rows import fragment
 from batglitch.store.archive import Archive
 from batglitch.store.keys import new_attempt_id
@@ -89,9 +89,7 @@ def test_stored_obsids_are_this_runs_markers_of_planned_obsids(tmp_path):
     run_id = new_attempt_id()
     for obsid in ("00000000001", "00000000002", "00000000009"):  # 9: stored, but not planned
         archive.write_fragment(fragment(obsid, 1))
-    planned = [
-        ObsEntry(o, (), True, None, ()) for o in ("00000000001", "00000000002", "00000000003")
-    ]
+    planned = [ObsEntry(o, (), ()) for o in ("00000000001", "00000000002", "00000000003")]
     assert stored_obsids(archive, planned, since=run_id) == {"00000000001", "00000000002"}
     assert stored_obsids(archive, planned, since=before) == {
         "00000000001",

@@ -18,7 +18,7 @@ from batglitch_infra import local
 from batglitch_infra.settings import Settings
 
 from batglitch import pool
-from batglitch.sources.catalog import read_manifest
+from batglitch.pipeline.plan import PlanOptions, read_manifest
 from batglitch.standins import FakeObservation, FakeSwiftAPI, fake_observations, fill_heasarc
 from batglitch.store.archive import Archive
 from batglitch.store.reader import open_archive, open_provenance
@@ -139,11 +139,9 @@ def reference(world, tmp_path_factory):
             store,
             workers=1,
             progress=False,
-            plan_options={
-                "api_url": api.url,
-                "roots": [str(tmp / "heasarc")],
-                "quicklook": [api.quicklook_url],
-            },
+            options=PlanOptions(
+                api_url=api.url, roots=(str(tmp / "heasarc"),), quicklook=(api.quicklook_url,)
+            ),
         )
     return report, open_archive(store).load()
 

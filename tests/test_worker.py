@@ -11,6 +11,7 @@ import pytest
 
 from batglitch.errors import EventFileError, TransientError
 from batglitch.pipeline.job import process_item
+from batglitch.pipeline.plan import ObsEntry, PlanOptions, plan
 from batglitch.pipeline.worker import (
     DONE,
     FAILED,
@@ -20,7 +21,6 @@ from batglitch.pipeline.worker import (
     ingest_file,
     process_entry,
 )
-from batglitch.sources.catalog import ObsEntry, plan
 from batglitch.sources.places import Places
 from batglitch.sources.retry import RetryPolicy
 from batglitch.standins import FakeSwiftAPI, Fault, fake_observations, fill_heasarc
@@ -42,6 +42,23 @@ class World:
     places: Places  # the fake HEASARC root and the fake API's quick-look site
 
 
+def url(entry: ObsEntry) -> str:
+    """The first location of the entry's first file."""
+    return entry.files[0].urls[0]
+
+
+def with_urls(entry: ObsEntry, *urls: str, archived: bool = True) -> ObsEntry:
+    """The entry with its first file's locations replaced."""
+    first = dataclasses.replace(entry.files[0], urls=urls, archived=archived)
+    return dataclasses.replace(entry, files=(first, *entry.files[1:]))
+
+
+def planned(api: FakeSwiftAPI, heasarc, **options) -> list[ObsEntry]:
+    return list(
+        plan(BEGIN, END, PlanOptions(api_url=api.url, roots=(str(heasarc),), **options)).entries
+    )
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     heasarc = tmp_path_factory.mktemp("heasarc")
@@ -58,14 +75,8 @@ def world(tmp_path_factory):
     # The API stays up: quick-look URLs of unarchived observations point at it (and 404 there).
     with FakeSwiftAPI(observations) as api:
         places = Places.configured([str(heasarc)], [api.quicklook_url])
-        planned = {
-            e.obsid: e
-            for e in plan(
-                BEGIN, END, api_url=api.url, roots=places.roots, quicklook=places.quicklook
-            )
-        }
-        roles = {r: planned[o.obsid] for r, o in roles.items()}
-        yield World(roles, str(heasarc), truths, places)
+        by_obsid = {e.obsid: e for e in planned(api, heasarc, quicklook=places.quicklook)}
+        yield World({r: by_obsid[o.obsid] for r, o in roles.items()}, str(heasarc), truths, places)
 
 
 def marked(archive: Archive) -> set[str]:
@@ -77,10 +88,10 @@ def test_an_archived_observation_lands_with_its_glitches(world, tmp_path):
     entry = world.entries["good"]
     archive = Archive(str(tmp_path / "a.zarr"))
     result = process_entry(entry, archive, policy=FAST, places=world.places)
-    truth = world.truths[entry.obsid]
-    assert (result.obsid, result.status, result.source) == (entry.obsid, DONE, entry.event_urls[0])
+    truth = world.truths[(entry.obsid, "po")]
+    assert (result.obsid, result.status, result.source) == (entry.obsid, DONE, url(entry))
     assert result.n_events == truth.n_events
-    with open(entry.event_urls[0], "rb") as f:
+    with open(url(entry), "rb") as f:
         assert result.bytes_read == len(f.read())
     [marker] = archive.pending()
     assert (marker["obsid"], marker["n_windows"]) == (entry.obsid, result.n_windows)
@@ -98,8 +109,8 @@ def test_a_corrupt_file_raises_naming_obsid_and_file(world, tmp_path):
     archive = Archive(str(tmp_path / "a.zarr"))
     with pytest.raises(EventFileError) as caught:
         process_entry(entry, archive, policy=FAST, places=world.places)
-    assert (caught.value.obsid, caught.value.source) == (entry.obsid, entry.event_urls[0])
-    assert entry.obsid in str(caught.value) and entry.event_urls[0] in str(caught.value)
+    assert (caught.value.obsid, caught.value.source) == (entry.obsid, url(entry))
+    assert entry.obsid in str(caught.value) and url(entry) in str(caught.value)
     record = failed(entry.obsid, caught.value, 0.0)
     assert record.status == FAILED and not record.retryable
     assert record.error == str(caught.value)
@@ -109,11 +120,11 @@ def test_a_corrupt_file_raises_naming_obsid_and_file(world, tmp_path):
 def test_an_unarchived_observation_is_not_archived_and_leaves_no_marker(world, tmp_path):
     """No marker: the next run plans the observation again."""
     entry = world.entries["not_archived"]
-    assert not entry.archived and entry.event_urls  # a quick-look URL that answers 404
+    assert not entry.archived and url(entry)  # a quick-look URL that answers 404
     archive = Archive(str(tmp_path / "a.zarr"))
     result = process_entry(entry, archive, policy=FAST, places=world.places)
     assert (result.obsid, result.status, result.n_windows) == (entry.obsid, NOT_ARCHIVED, 0)
-    assert entry.event_urls[0] in result.error
+    assert url(entry) in result.error
     assert marked(archive) == set()
 
 
@@ -123,23 +134,23 @@ def test_a_missing_archived_file_is_reported_as_a_failure(world, tmp_path):
     archive = Archive(str(tmp_path / "a.zarr"))
     result = process_item(entry, archive, None, places=world.places)
     assert (result.obsid, result.status) == (entry.obsid, FAILED)
-    assert entry.obsid in result.error and entry.event_urls[0] in result.error
+    assert entry.obsid in result.error and url(entry) in result.error
     assert marked(archive) == set()
 
 
 def test_locations_are_tried_in_order(world, tmp_path):
     good = world.entries["good"]
-    nowhere = f"{world.heasarc}/nowhere{good.event_urls[0].removeprefix(world.heasarc)}"
-    entry = dataclasses.replace(good, event_urls=(nowhere, *good.event_urls))
+    nowhere = f"{world.heasarc}/nowhere{url(good).removeprefix(world.heasarc)}"
+    entry = with_urls(good, nowhere, *good.files[0].urls)
     result = process_entry(
         entry, Archive(str(tmp_path / "a.zarr")), policy=FAST, places=world.places
     )
-    assert (result.status, result.source) == (DONE, good.event_urls[0])
+    assert (result.status, result.source) == (DONE, url(good))
 
 
 def test_a_file_of_another_observation_is_refused(world, tmp_path):
     good, other = world.entries["good"], world.entries["other"]
-    misplaced = dataclasses.replace(other, event_urls=good.event_urls)
+    misplaced = with_urls(other, *good.files[0].urls)
     archive = Archive(str(tmp_path / "a.zarr"))
     with pytest.raises(EventFileError, match=f"header OBS_ID is {good.obsid}") as caught:
         process_entry(misplaced, archive, policy=FAST, places=world.places)
@@ -150,7 +161,7 @@ def test_a_file_of_another_observation_is_refused(world, tmp_path):
 def test_a_failing_http_server_is_retried_then_transient(world, tmp_path):
     path = "/ql/sw00000000001bevshpo_uf.evt.gz"
     with FakeSwiftAPI([], faults=[Fault(path=path, status=503, count=100)]) as api:
-        entry = dataclasses.replace(world.entries["good"], event_urls=(f"{api.url}{path}",))
+        entry = with_urls(world.entries["good"], f"{api.url}{path}", archived=False)
         with pytest.raises(TransientError, match=entry.obsid) as caught:
             places = Places.configured([], [api.quicklook_url])
             process_entry(entry, Archive(str(tmp_path / "a.zarr")), policy=FAST, places=places)
@@ -172,7 +183,7 @@ def test_uncalibrated_energies_are_refused_unless_allowed(tmp_path):
 
 
 def test_ingesting_a_damaged_file_reports_it(world, tmp_path):
-    bad = world.entries["corrupt"].event_urls[0]
+    bad = url(world.entries["corrupt"])
     result = ingest_file(bad, Archive(str(tmp_path / "a.zarr")))
     assert result.status == FAILED and bad in result.error and "truncated" in result.error
     assert not result.retryable
@@ -194,12 +205,13 @@ def test_slewing_files_are_searched_on_their_own_and_share_the_fragment(tmp_path
     [obs] = fake_observations(BEGIN, END, 1, seed=21, slewing_fraction=1.0, not_archived_fraction=0)
     fill_heasarc(str(heasarc), [obs], rate_hz=500.0, duration=90.0, n_glitches=2)
     with FakeSwiftAPI([obs]) as api:
-        [pointed_only] = plan(BEGIN, END, api_url=api.url, roots=[str(heasarc)])
-        [entry] = plan(BEGIN, END, api_url=api.url, roots=[str(heasarc)], slewing=True)
-    assert not pointed_only.slew_urls and entry.slew_urls
+        [pointed_only] = planned(api, heasarc)
+        [entry] = planned(api, heasarc, slewing=True)
+    assert [f.kind for f in pointed_only.files] == ["po"]
+    assert [f.kind for f in entry.files] == ["po", "sl"]
     per_file = {
-        url: ingest_file(url, Archive(str(tmp_path / f"{kind}.zarr")))
-        for kind, url in (("po", entry.event_urls[0]), ("sl", entry.slew_urls[0]))
+        f.urls[0]: ingest_file(f.urls[0], Archive(str(tmp_path / f"{f.kind}.zarr")))
+        for f in entry.files
     }
     assert all(r.status == DONE for r in per_file.values())
     archive = Archive(str(tmp_path / "both.zarr"))
@@ -209,6 +221,8 @@ def test_slewing_files_are_searched_on_their_own_and_share_the_fragment(tmp_path
     assert result.bytes_read == sum(r.bytes_read for r in per_file.values())
     archive.publish()
     ds = open_archive(archive.url)
-    by_file = {url: int((ds.source_file.values == url).sum()) for url in per_file}
-    assert by_file == {url: r.n_windows for url, r in per_file.items()}
+    by_file = {u: int((ds.source_file.values == u).sum()) for u in per_file}
+    assert by_file == {u: r.n_windows for u, r in per_file.items()}
+    kinds = {u: set(ds.source_kind.values[ds.source_file.values == u]) for u in per_file}
+    assert kinds == {f.urls[0]: {f.kind} for f in entry.files if per_file[f.urls[0]].n_windows}
     assert np.all(np.diff(ds.window_start.values) >= 0)  # one obsid: sorted by window_start

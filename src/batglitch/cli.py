@@ -163,10 +163,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     """Start a run by hand (e.g. for array jobs): manifest and run record in the store."""
     from batglitch.pipeline.job import plan_run
+    from batglitch.pipeline.plan import PlanOptions
 
     run = plan_run(
         args.begin, args.end, args.store, force=args.force, limit=args.limit,
-        plan_options={"slewing": args.slewing},
+        options=PlanOptions(slewing=args.slewing),
     )  # fmt: skip
     print(f"run {run.run_id}: {run.n_obsids} obsids ({run.skipped_complete} already complete)")
     print(f"manifest: {run.manifest}")
@@ -181,8 +182,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_process(args: argparse.Namespace) -> int:
     """One manifest item, e.g. as an array job: the index defaults to AWS_BATCH_JOB_ARRAY_INDEX."""
     from batglitch.pipeline.job import process_item
+    from batglitch.pipeline.plan import read_manifest
     from batglitch.pipeline.worker import FAILED
-    from batglitch.sources.catalog import read_manifest
     from batglitch.store.archive import Archive
 
     index = (
@@ -259,9 +260,10 @@ def _run_options(args: argparse.Namespace) -> dict:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from batglitch import pool
+    from batglitch.pipeline.plan import PlanOptions
 
     report = pool.run(
-        args.begin, args.end, args.store, plan_options={"slewing": args.slewing},
+        args.begin, args.end, args.store, options=PlanOptions(slewing=args.slewing),
         **_run_options(args),
     )  # fmt: skip
     return _report_run(args, report)
@@ -270,6 +272,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole job offline: a fake Swift API and a fake HEASARC tree of synthetic event files."""
     from batglitch import pool
+    from batglitch.pipeline.plan import PlanOptions
     from batglitch.standins import FakeSwiftAPI, demo_observations, fill_demo_heasarc
     from batglitch.standins.demo import planted_problems
 
@@ -283,10 +286,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         logger.info("fake Swift API at %s", api.url)
         report = pool.run(
             args.begin, args.end, args.store,
-            plan_options={
-                "api_url": api.url, "roots": [heasarc], "quicklook": [api.quicklook_url],
-                "slewing": args.slewing,
-            },
+            options=PlanOptions(
+                api_url=api.url, roots=(heasarc,), quicklook=(api.quicklook_url,),
+                slewing=args.slewing,
+            ),
             **_run_options(args),
         )  # fmt: skip
     return _report_run(args, report, planted_problems(observations, report.results))

@@ -6,6 +6,7 @@ on local processes and shows progress.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import signal
@@ -14,20 +15,19 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from batglitch import console
 from batglitch.errors import Interrupted
 from batglitch.pipeline.job import defer_items, finalize_run, plan_run, process_item
+from batglitch.pipeline.plan import ObsEntry, PlanOptions, read_manifest
 from batglitch.pipeline.report import RunReport, stored_obsids
 from batglitch.pipeline.worker import FAILED, ObsResult, failed
-from batglitch.sources.catalog import ObsEntry, read_manifest
 from batglitch.sources.places import Places
 from batglitch.store.archive import Archive
 
 logger = logging.getLogger(__name__)
 DIED = "the worker process died (killed, or out of memory) while processing this obsid"
-PLAN_STAGES = {"guano": ("GUANO windows", "window"), "data": ("locating event files", "obsid")}
+PLAN_STAGES = {"guano": ("GUANO windows", "window"), "locate": ("locating event files", "obsid")}
 
 _archive: Archive | None = None
 
@@ -173,7 +173,7 @@ def run(
     max_windows: int | None = None,
     force: bool = False,
     progress: bool = True,
-    plan_options: dict[str, Any] | None = None,
+    options: PlanOptions | None = None,
 ) -> RunReport:
     """The whole job on one machine. Re-running a range only processes what is not complete.
 
@@ -191,9 +191,9 @@ def run(
             bars[stage] = console.Progress(desc, total, unit, enabled=progress)
         bars[stage].update_to(done, total)
 
-    options = {"progress": planning, **(plan_options or {})}
+    options = dataclasses.replace(options or PlanOptions(), progress=planning)
     try:
-        run_plan = plan_run(begin, end, store, force=force, limit=limit, plan_options=options)
+        run_plan = plan_run(begin, end, store, force=force, limit=limit, options=options)
     finally:
         for bar in bars.values():
             bar.close()
@@ -210,7 +210,7 @@ def run(
             store,
             workers,
             run_id=run_plan.run_id,
-            places=Places.of_plan(options),  # read only where the plan was made to read
+            places=options.places,  # read only where the plan was made to read
             progress=progress,
             budget=budget,
         )

@@ -15,9 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from batglitch.pipeline.plan import (
+    ObsEntry,
+    PlanOptions,
+    plan,
+    read_manifest,
+    write_manifest,
+)
 from batglitch.pipeline.report import RunReport, summarize
 from batglitch.pipeline.worker import DEFERRED, FAILED, ObsResult, failed, process_entry
-from batglitch.sources.catalog import ObsEntry, plan, read_manifest, write_manifest
 from batglitch.sources.places import Places
 from batglitch.store.archive import Archive, utc_now
 from batglitch.store.keys import (
@@ -28,6 +34,7 @@ from batglitch.store.keys import (
     result_key,
     results_pattern,
 )
+from batglitch.store.schema import Completion
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +48,8 @@ class RunPlan:
     manifest: str  # URL of the manifest (a JSON array of ObsEntry objects)
     n_obsids: int
     skipped_complete: int
+    slewing_only: tuple[str, ...] = ()  # obsids with only slewing data, not read without it
+    waiting_quicklook: int = 0  # done from quick-look, archived files not there yet
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -53,6 +62,16 @@ def rolling_range(scheduled_time: str, lookback_days: int) -> tuple[str, str]:
     return (day - dt.timedelta(days=lookback_days)).isoformat(), day.isoformat()
 
 
+def completions(archive: Archive) -> dict[str, Completion]:
+    """Every obsid the archive holds or is about to: published (the per-obsid table, a few
+    requests) and pending (finished before a run stopped short of its publish: the next
+    publish takes it in; listing them costs what is pending, not the archive)."""
+    done = archive.completions()
+    for marker in sorted(archive.pending(), key=lambda m: m["attempt"]):
+        done[marker["obsid"]] = Completion.from_record(marker)
+    return done
+
+
 def plan_run(
     begin: str,
     end: str,
@@ -60,25 +79,14 @@ def plan_run(
     *,
     force: bool = False,
     limit: int | None = None,
-    plan_options: dict[str, Any] | None = None,
+    options: PlanOptions | None = None,
 ) -> RunPlan:
-    """List the range's obsids, leave out those already complete (unless forced), write the manifest."""
+    """List the range's obsids (and quick-look ones waiting for the archive), leave out those
+    already complete (unless forced), write the manifest."""
     archive = Archive(store)
     run_id = new_attempt_id()
-    published = {} if force else archive.completions()
-    # finished but not yet published (a run stopped before its publish): this run's publish
-    # takes them in, so they are done too; listing them costs what is pending, not the archive
-    waiting = {} if force else {m["obsid"]: m for m in archive.pending()}
-    quicklook = {o for o, c in published.items() if c.from_quicklook}
-    quicklook |= {o for o, m in waiting.items() if m.get("from_quicklook")}
-    # complete from the archive proper: not even looked up again; from quick-look: looked up,
-    # and redone only once the observation has been archived
-    final = (published.keys() | waiting.keys()) - quicklook
-    skipped: set[str] = set()
-    planned = plan(begin, end, skip=final, skipped=skipped, **(plan_options or {}))
-    done = published.keys() | waiting.keys()
-    fresh = [e for e in planned if not (e.obsid in done and not e.archived)]
-    entries = fresh[:limit]
+    planned = plan(begin, end, options, completions(archive), force=force)
+    entries = planned.entries[:limit]
     manifest = f"{archive.url}/{manifest_key(run_id)}"  # a JSON array: Step Functions reads it
     write_manifest(entries, manifest, archive.storage_options)
     run = RunPlan(
@@ -88,7 +96,9 @@ def plan_run(
         end=str(end),
         manifest=manifest,
         n_obsids=len(entries),
-        skipped_complete=len(skipped) + len(planned) - len(fresh),
+        skipped_complete=len(planned.selection.complete) + len(planned.waiting),
+        slewing_only=planned.selection.slewing_only,
+        waiting_quicklook=len(planned.waiting),
     )
     archive.put_json(plan_key(run_id), {**run.to_dict(), "planned_at": time.time()})
     return run
@@ -167,6 +177,8 @@ def finalize_run(store: str, run_id: str, *, workers: int = 0) -> RunReport:
         skipped_complete=info["skipped_complete"],
         seconds=time.time() - info["planned_at"],
         workers=workers,
+        slewing_only=info.get("slewing_only", ()),
+        waiting_quicklook=info.get("waiting_quicklook", 0),
     )
     summary = {k: v for k, v in report.to_dict().items() if k != "results"}  # failures stay
     archive.publish(run_id=run_id, summary=summary)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batglitch.errors import Interrupted
+from batglitch.pipeline.plan import ObsEntry
 from batglitch.pipeline.worker import (
     DEFERRED,
     DONE,
@@ -16,7 +17,6 @@ from batglitch.pipeline.worker import (
     NOT_ARCHIVED,
     ObsResult,
 )
-from batglitch.sources.catalog import ObsEntry
 from batglitch.store.archive import Archive
 
 
@@ -39,6 +39,8 @@ class RunReport:
     deferred: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
+    slewing_only: list[str] = field(default_factory=list)  # dumps with only slewing files
+    waiting_quicklook: int = 0  # done from quick-look, archived files not there yet
 
     @property
     def obsids_per_s(self) -> float:
@@ -61,6 +63,9 @@ class RunReport:
             ("  not yet archived", f"{self.not_archived} (a later run retries them)"),
             ("  failed", f"{self.failed}"),
         ]
+        if self.waiting_quicklook:
+            waiting = f"{self.waiting_quicklook} complete from quick-look, redone once archived"
+            rows.insert(2, ("  of them", waiting))
         if self.deferred:
             rows.append(("  deferred", f"{self.deferred} (window budget spent; a later run)"))
         rows += [
@@ -75,6 +80,9 @@ class RunReport:
         width = max(len(k) for k, _ in rows)
         lines = [f"{k:<{width}}  {v}" for k, v in rows]
         lines += [f"FAILED {f['obsid']}: {f['error']}" for f in self.failures]
+        if self.slewing_only:
+            names = ", ".join(self.slewing_only)
+            lines.append(f"NOT READ (only slewing data; plan with --slewing): {names}")
         return "\n".join(lines)
 
 
@@ -88,6 +96,8 @@ def summarize(
     skipped_complete: int,
     seconds: float,
     workers: int,
+    slewing_only: Sequence[str] = (),
+    waiting_quicklook: int = 0,
 ) -> RunReport:
     by_status = {
         s: [r for r in results if r.status == s]
@@ -111,6 +121,8 @@ def summarize(
         workers=workers,
         failures=[r.to_dict() for r in by_status[FAILED]],
         results=[r.to_dict() for r in results],
+        slewing_only=list(slewing_only),
+        waiting_quicklook=waiting_quicklook,
     )
 
 

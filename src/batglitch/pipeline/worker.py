@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,15 +17,18 @@ from typing import Any
 import numpy as np
 
 from batglitch.errors import BatGlitchError, EventFileError, TransientError
+from batglitch.pipeline.plan import ObsEntry, dumps_record
 from batglitch.science.config import DetectionConfig
 from batglitch.science.dpi import WindowTable, glitch_table
 from batglitch.science.events import EventList, parse_events
 from batglitch.science.grb import GLITCH, GRB, burst_columns, grb_table
 from batglitch.science.metadata import window_metadata
-from batglitch.sources.catalog import ObsEntry
 from batglitch.sources.fetch import fetch
+from batglitch.sources.guano import Dump
+from batglitch.sources.heasarc import kind_of
 from batglitch.sources.places import Places
 from batglitch.sources.retry import RetryPolicy
+from batglitch.sources.timebase import FileSpan, resolve_triggers
 from batglitch.store.archive import Archive, Fragment
 from batglitch.store.keys import validate_obsid
 
@@ -60,22 +64,24 @@ def process_entry(
     places: Places | None = None,
     allow_uncalibrated: bool = False,
 ) -> ObsResult:
-    """Read the first location of the pointed event file that exists (and of the slewing one,
-    when the plan asked for it) and archive their windows as the obsid's fragment; for a GRB
-    entry, the BAT trigger's file and its one GRB window. Rows carry the entry's label and the
-    catalogued bursts they fall in.
+    """Read the first existing location of every planned event file (po, sp and, when asked,
+    sl; each searched on its own, as the reference does) and archive their windows as the
+    obsid's fragment; for a GRB entry, the BAT trigger's file and its one GRB window. Rows
+    carry the entry's label and the catalogued bursts they fall in.
 
     Every planned URL must lie in an allowed place (default: the configured ones), checked
-    before anything is read. Raises EventFileError for a bad file or a refused URL and
-    TransientError when the storage keeps failing; an observation whose file is nowhere yet is
-    a result (NOT_ARCHIVED), not an error. Nothing is written unless every file read cleanly,
-    so a bad file leaves the obsid's previous rows as they were.
+    before anything is read. Raises EventFileError for a bad file, a refused URL or an archived
+    file missing everywhere, TransientError when the storage keeps failing; an observation none
+    of whose files is anywhere yet (a quick-look file that is gone included) is a result
+    (NOT_ARCHIVED), not an error. Nothing is written unless every file read cleanly, so a bad
+    file leaves the obsid's previous rows as they were.
     """
     started = time.perf_counter()
     validate_obsid(entry.obsid)  # a manifest's obsid becomes a key: refuse a "../" at once
     places = places or Places.configured()
-    for url in (*entry.event_urls, *entry.slew_urls):
-        places.check(url, entry.obsid)
+    for planned in entry.files:
+        for url in planned.urls:
+            places.check(url, entry.obsid)
     config = config or DetectionConfig()
     search = functools.partial(
         _search_first,
@@ -85,25 +91,29 @@ def process_entry(
         allow_uncalibrated=allow_uncalibrated,
         cut=_grb_window if entry.label == GRB else glitch_table,
     )
-    pointed = search(entry.event_urls)
-    if pointed is None:
-        where = ", ".join(entry.event_urls) or "no location known"
-        if entry.archived:  # the catalog says it exists: a wrong root or a lost file, not "later"
+    searched = []
+    for planned in entry.files:
+        found = search(planned.urls)
+        if found is not None:
+            searched.append(found)
+        elif planned.archived:  # the listing says it exists: a wrong root or a lost file
+            where = ", ".join(planned.urls)
             raise EventFileError(
                 where, "listed as archived but missing at every location", entry.obsid
             )
+    if not searched:
+        where = ", ".join(u for f in entry.files for u in f.urls) or "no location known"
         return ObsResult(
             entry.obsid, NOT_ARCHIVED, seconds=time.perf_counter() - started, error=where
         )
-    slewing = search(entry.slew_urls) if entry.slew_urls else None
     return _write(
-        [pointed] if slewing is None else [pointed, slewing],
+        searched,
         archive,
         config,
         obsid=entry.obsid,
-        triggers=entry.triggers,
-        utcf=float(entry.triggers[0]["utcf"]) if entry.triggers else None,
+        dumps=entry.dumps,
         started=started,
+        # rows from quick-look (or missing a file still on its way) are redone once archived
         from_quicklook=not entry.archived,
         label=entry.label,
         bursts=entry.bursts,
@@ -120,7 +130,7 @@ class _Searched:
     etag: str | None
     n_events: int
     obsid: str | None
-    utcf: float
+    span: FileSpan  # the file's own time coverage, against which dump times are read
 
 
 def _search_first(urls: Sequence[str], obsid: str, **kwargs: Any) -> _Searched | None:
@@ -153,13 +163,24 @@ def _search(
         etag=etag,
         n_events=len(events),
         obsid=events.obsid,
-        utcf=float(events.header.get("UTCFINIT", 0.0)),
+        span=_span(events),
     )
 
 
 def _grb_window(events: EventList, config: DetectionConfig) -> WindowTable:
     """The trigger file's GRB window at its own TRIGTIME."""
     return grb_table(events, config=config)
+
+
+def _span(events: EventList) -> FileSpan:
+    h, gti = events.header, events.gti
+    utcf = h.get("UTCFINIT")
+    return FileSpan(
+        tstart=float(h.get("TSTART", gti[:, 0].min() if len(gti) else 0.0)),
+        tstop=float(h.get("TSTOP", gti[:, 1].max() if len(gti) else 0.0)),
+        gti=gti,
+        utcf=None if utcf is None else float(utcf),
+    )
 
 
 def _read(
@@ -185,36 +206,53 @@ def _write(
     config: DetectionConfig,
     *,
     obsid: str | None,
-    triggers: tuple[dict[str, Any], ...] = (),
-    utcf: float | None = None,
+    dumps: Sequence[Dump] = (),
     started: float,
     from_quicklook: bool = False,
     label: str = GLITCH,
     bursts: Sequence[dict[str, Any]] = (),
 ) -> ObsResult:
-    """The windows of one observation's files as its fragment (one write, after every read)."""
+    """The windows of one observation's files as its fragment (one write, after every read).
+
+    The dumps' trigger times are read in the time base their begin/end fit the files' own MET
+    (sources.timebase); the decision is kept per window and per obsid."""
     obsid = obsid or files[0].obsid
     if obsid is None:
         raise EventFileError(files[0].url, "no OBS_ID in the header and none given")
     table = WindowTable.concat([f.table for f in files])
-    if label == GRB and not triggers and len(table):  # the trigger itself, from its file
-        triggers = ({"triggertype": BAT_TRIGGER, "trigger_met": float(table.window_start[0])},)
+    triggers = resolve_triggers(dumps, [f.span for f in files])
+    utcf = triggers[0].utcf if triggers else files[0].span.utcf
+    metadata = [dataclasses.asdict(t) for t in triggers]
+    if label == GRB and not metadata and len(table):  # the trigger itself, from its file
+        metadata = [{"triggertype": BAT_TRIGGER, "trigger_met": float(table.window_start[0])}]
+
+    def per_window(value: Any) -> np.ndarray:
+        return np.concatenate([np.full(len(f.table), value(f), dtype=object) for f in files])
+
     fragment = Fragment(
         obsid=obsid,
         rows={
             **table.columns(),
-            **window_metadata(
-                table, utcf=files[0].utcf if utcf is None else utcf, triggers=triggers
-            ),
-            "source_file": np.concatenate(
-                [np.full(len(f.table), f.url, dtype=object) for f in files]
-            ),
+            **window_metadata(table, utcf=utcf or 0.0, triggers=metadata),
+            "source_file": per_window(lambda f: f.url),
+            "source_kind": per_window(lambda f: kind_of(f.url)),
             **burst_columns(table.window_start, table.window_stop, label, bursts),
         },
         source=", ".join(f.url for f in files),
         size=sum(f.size for f in files),
         etag=", ".join(f.etag or "" for f in files).strip(", ") or None,
         config=config.as_attrs(),
+        dumps=dumps_record(dumps),
+        time_base=json.dumps(
+            [
+                {
+                    "triggertime": d.to_dict()["triggertime"],
+                    "base": t.time_base,
+                    "checked": t.checked,
+                }
+                for d, t in zip(dumps, triggers, strict=True)
+            ]
+        ),
     )
     try:
         archive.write_fragment(fragment, from_quicklook=from_quicklook)

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from batglitch.errors import EventFileError
 
@@ -64,11 +63,6 @@ class Places:
         cls, roots: Sequence[str] | None = None, quicklook: Sequence[str] | None = None
     ) -> Places:
         return cls(archive_roots(roots), quicklook_roots(quicklook))
-
-    @classmethod
-    def of_plan(cls, plan_options: Mapping[str, Any]) -> Places:
-        """The places a plan made with these plan() options reads from."""
-        return cls.configured(plan_options.get("roots"), plan_options.get("quicklook"))
 
     def check(self, url: str, obsid: str | None = None, *, quicklook: bool = False) -> str:
         """The URL itself if it lies under an archive root (or, with ``quicklook``, only under

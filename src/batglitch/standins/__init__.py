@@ -7,6 +7,7 @@ from batglitch.standins.swift_api import (
     FakeObservation,
     FakeSwiftAPI,
     Fault,
+    Knobs,
     fake_observations,
     utcf_at,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "FakeObservation",
     "FakeSwiftAPI",
     "Fault",
+    "Knobs",
     "demo_observations",
     "fake_observations",
     "fill_demo_heasarc",

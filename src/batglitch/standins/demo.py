@@ -14,7 +14,8 @@ DEMO_RATE_HZ = 6000.0
 
 def demo_observations(begin: str, end: str, n: int = 36, seed: int = 1) -> list[FakeObservation]:
     """A month of GUANO dumps with a few of the problems real runs meet: ~3% of the event files
-    are corrupt and ~6% of the observations are not archived yet."""
+    are corrupt, ~6% of the observations are not archived yet, and every dump kind is there
+    (pointed, pointed + slewing, sp only, slewing only), some begun the month before."""
     return fake_observations(
         datetime.fromisoformat(begin),
         datetime.fromisoformat(end),
@@ -22,6 +23,10 @@ def demo_observations(begin: str, end: str, n: int = 36, seed: int = 1) -> list[
         seed=seed,
         corrupt_fraction=0.03,
         not_archived_fraction=0.06,
+        slewing_fraction=0.1,
+        sp_fraction=0.1,
+        slewing_only_fraction=0.06,
+        early_start_fraction=0.1,
     )
 
 

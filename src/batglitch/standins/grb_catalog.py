@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from batglitch.sources.catalog import MET_EPOCH
 from batglitch.sources.grbs import NAME, T90, TRIGGER_ID, TRIGGER_MET, TRIGGER_UTC, trigger_obsid
+from batglitch.sources.timebase import MET_EPOCH
 from batglitch.standins.localhttp import LocalHTTPServer
 from batglitch.standins.swift_api import utcf_at
 

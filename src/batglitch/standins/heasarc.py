@@ -1,8 +1,10 @@
-"""A local copy of the HEASARC archive layout, filled with synthetic BAT files.
+"""A local copy of the HEASARC archive layout (and of the quick-look site), filled with
+synthetic BAT files.
 
-Archived observations get their event file(s) where the real archive keeps them, plus a
-housekeeping file next to them (workers must never read it); corrupt ones get a truncated gzip;
-not-yet-archived ones get nothing, as on the real archive before processing.
+Archived observations get their event file(s) of every kind they have where the real archive
+keeps them (the month the observation began), plus a housekeeping file next to them (workers
+must never read it); corrupt ones get a truncated gzip; not-yet-archived ones get nothing in the
+archive and, when a quick-look root is given, their files under sw<obsid>.<version>/ there.
 """
 
 from __future__ import annotations
@@ -26,22 +28,24 @@ def fill_heasarc(
     rate_hz: float = 2000.0,
     duration: float | None = None,
     seed: int = 0,
+    quicklook_url: str | None = None,
     **spec_overrides: Any,
 ) -> dict[str, SynthTruth]:
-    """Write the archived observations' BAT files under root_url (a directory or s3://bucket).
+    """Write the archived observations' BAT files under root_url (a directory or s3://bucket),
+    and the others' under quicklook_url when given.
 
     Each event file starts at its observation's first dump and lasts `duration` seconds (default:
-    that dump's duration). spec_overrides go to batglitch.standins.synth.SynthSpec (n_glitches, ...).
-    Returns the SynthTruth of every intact pointed event file, by obsid.
+    that dump's duration), with that dump's UTCF. spec_overrides go to
+    batglitch.standins.synth.SynthSpec (n_glitches, ...). Returns the SynthTruth of every intact
+    event file written, by (obsid, kind).
     """
-    fs, root = fsspec.url_to_fs(root_url, **(storage_options or {}))
-    root = root.rstrip("/")
-    local = isinstance(fs, LocalFileSystem)
-    if not local:
-        fs.makedirs(root, exist_ok=True)  # creates the bucket on a fresh object store
-    truths: dict[str, SynthTruth] = {}
+    truths: dict[tuple[str, str], SynthTruth] = {}
+    archive, ql = _Tree(root_url, storage_options), None
+    if quicklook_url is not None:
+        ql = _Tree(quicklook_url, storage_options)
     for obs in observations:
-        if not obs.archived:
+        tree = archive if obs.archived else ql
+        if tree is None:
             continue
         first = obs.dumps[0]
         for n, kind in enumerate(obs.bat_kinds):
@@ -52,6 +56,7 @@ def fill_heasarc(
                     obsid=obs.obsid,
                     tstart=first.start_met,
                     duration=duration or first.duration,
+                    utcf=first.utcf,
                     rate_hz=rate_hz,
                     seed=(seed * 7919 + int(obs.obsid) * 3 + n) % 2**32,
                     **spec_overrides,
@@ -59,13 +64,27 @@ def fill_heasarc(
                 payload, truth = event_file_bytes(spec)
                 if obs.corrupt:
                     payload = payload[: len(payload) // 2]
-                elif kind == "po":
-                    truths[obs.obsid] = truth
-            path = f"{root}/{obs.key(kind)}"
-            if local:
-                fs.makedirs(fs._parent(path), exist_ok=True)
-            fs.pipe_file(path, payload)
+                else:
+                    truths[(obs.obsid, kind)] = truth
+            tree.put(obs.key(kind) if obs.archived else obs.quicklook_key(kind), payload)
     return truths
+
+
+class _Tree:
+    """A directory or bucket to write files into by relative key."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None) -> None:
+        self.fs, root = fsspec.url_to_fs(url, **(storage_options or {}))
+        self.root = root.rstrip("/")
+        self.local = isinstance(self.fs, LocalFileSystem)
+        if not self.local:
+            self.fs.makedirs(self.root, exist_ok=True)  # creates the bucket on a fresh store
+
+    def put(self, key: str, payload: bytes) -> None:
+        path = f"{self.root}/{key}"
+        if self.local:
+            self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+        self.fs.pipe_file(path, payload)
 
 
 def _housekeeping_bytes(obs: FakeObservation) -> bytes:

@@ -59,6 +59,7 @@ def fragment(
             **window_metadata(table, utcf=-25.0),
             "source_file": np.full(n, source),
             **burst_columns(table.window_start, table.window_stop, GLITCH),
+            "source_kind": np.full(n, "po"),
         },
         source=source,
         size=1234,

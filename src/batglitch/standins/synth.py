@@ -48,7 +48,12 @@ from batglitch.science.config import (
 )
 from batglitch.science.glitches import bin_edges
 
-TICK_S = 1e-4  # BAT event time resolution
+TICK_S = 1e-4  # BAT event time resolution (TIMEDEL)
+# The archive's event files (bateconvert, scaled energy; DESIGN.md): ENERGY 1I with TSCAL 0.1,
+# PI 1I in 0.1 keV channels, both with TNULL -32768
+ENERGY_SCALE = 0.1
+NULL_I2 = -32768
+NULL_BELOW_KEV = 10.05  # counts this soft are stored without an energy (~0.1% of them)
 UTCF_S = -25.0  # UTC - MET clock offset of the late 2010s-2020s (UTC = 2001-01-01 + MET + UTCF)
 MET_EPOCH = datetime(2001, 1, 1, tzinfo=UTC)
 N_DETECTORS = N_SIDE * N_SIDE * SANDWICH_NX * SANDWICH_NY  # 32,768
@@ -169,6 +174,8 @@ class SynthSpec:
     # EVENTS header carries it as TRIGTIME.
     trigger_met: float | None = None
     gainapp: bool = True
+    utcf: float = UTCF_S  # UTC - MET at TSTART (UTCFINIT), as the Swift API gives it
+    scaled_energy: bool = True  # ENERGY as the archive stores it (see fits_hdus)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -510,11 +517,21 @@ def _pha(batch: _Batch, plane: _Plane) -> np.ndarray:
 
 
 def _stored_energy(pha: np.ndarray, det: np.ndarray, plane: _Plane, gainapp: bool) -> np.ndarray:
-    """ENERGY as the file stores it, from PHA. Without the per-detector gain correction it is
-    the nominal linear conversion, off by a few keV: the reason readers check GAINAPP."""
+    """ENERGY (keV) as a reader of the file sees it, from PHA: in ENERGY_SCALE steps, as the
+    archive stores it. Without the per-detector gain correction it is the nominal linear
+    conversion, off by a few keV: the reason readers check GAINAPP."""
     if gainapp:
-        return ((pha - plane.offset[det]) * plane.gain[det]).astype(np.float32)
-    return ((pha - OFFSET_ADU) * GAIN_KEV_PER_ADU).astype(np.float32)
+        kev = (pha - plane.offset[det]) * plane.gain[det]
+    else:
+        kev = (pha - OFFSET_ADU) * GAIN_KEV_PER_ADU
+    return _energy_units(kev) * ENERGY_SCALE
+
+
+def _energy_units(kev: np.ndarray) -> np.ndarray:
+    """keV in the file's integer units of ENERGY_SCALE (0.1 keV), inside the 1I range (a null
+    energy, read as -3276.8 keV, maps back to TNULL)."""
+    units = np.rint(np.asarray(kev, np.float64) / ENERGY_SCALE)
+    return np.clip(units, NULL_I2, np.iinfo(np.int16).max)
 
 
 def _merge(base: _Batch, extra: _Batch) -> _Batch:
@@ -555,11 +572,14 @@ def synth_events(spec: SynthSpec) -> tuple[np.ndarray, SynthTruth]:
     events["DET_ID"] = merged.det  # the detector index is the DET_ID
     events["EVENT_FLAGS"] = 0
     events["PHA"] = pha
-    events["PI"] = np.clip(np.rint(energy * np.float64(10.0)), 0, np.iinfo(np.int16).max)
-    events["MASK_WEIGHT"] = 1.0
+    units = _energy_units(energy)
+    # A few events have no energy, as in real files (TNULL); picked among the softest counts,
+    # which are <= 25 keV and below every DPI band either way, so detection does not change.
+    null = units < NULL_BELOW_KEV / ENERGY_SCALE
+    events["PI"] = np.where(null, NULL_I2, np.clip(units, 0, None))
     events["DETX"] = plane.detx[merged.det]
     events["DETY"] = plane.dety[merged.det]
-    events["ENERGY"] = energy
+    events["ENERGY"] = np.where(null, NULL_I2, units) * ENERGY_SCALE  # keV, as a reader sees it
     enabled = np.zeros((N_DETX, N_DETY), bool)
     enabled[plane.detx[plane.enabled], plane.dety[plane.enabled]] = True
     truth = SynthTruth(
@@ -580,10 +600,9 @@ EVENT_DTYPE = np.dtype(
         ("EVENT_FLAGS", "u1"),
         ("PHA", ">i2"),
         ("PI", ">i2"),
-        ("MASK_WEIGHT", ">f4"),
         ("DETX", ">i2"),
         ("DETY", ">i2"),
-        ("ENERGY", ">f4"),
+        ("ENERGY", ">f4"),  # keV; written as the archive stores it (fits_hdus)
     ]
 )
 _EVENT_COLUMNS = {  # name: (TUNIT, TLMIN, TLMAX)
@@ -592,15 +611,14 @@ _EVENT_COLUMNS = {  # name: (TUNIT, TLMIN, TLMAX)
     "EVENT_FLAGS": (None, None, None),
     "PHA": ("chan", 0, ADC_MAX),
     "PI": ("chan", 0, 32767),
-    "MASK_WEIGHT": (None, None, None),
     "DETX": ("pixel", 0, N_DETX - 1),
     "DETY": ("pixel", 0, N_DETY - 1),
     "ENERGY": ("keV", None, None),
 }
 
 
-def _utc(met: float) -> str:
-    return (MET_EPOCH + timedelta(seconds=met + UTCF_S)).strftime("%Y-%m-%dT%H:%M:%S")
+def _utc(met: float, utcf: float) -> str:
+    return (MET_EPOCH + timedelta(seconds=met + utcf)).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _common_header(spec: SynthSpec, gti: np.ndarray) -> list[tuple[str, object, str]]:
@@ -623,24 +641,36 @@ def _common_header(spec: SynthSpec, gti: np.ndarray) -> list[tuple[str, object, 
         ("TSTOP", tstop, "Stop time (MET s)"),
         ("TELAPSE", float(spec.duration), "TSTOP - TSTART"),
         ("ONTIME", float((gti[:, 1] - gti[:, 0]).sum()), "Sum of GTIs"),
-        ("DATE-OBS", _utc(spec.tstart), "UTC start"),
-        ("DATE-END", _utc(tstop), "UTC stop"),
+        ("DATE-OBS", _utc(spec.tstart, spec.utcf), "UTC start"),
+        ("DATE-END", _utc(tstop, spec.utcf), "UTC stop"),
         ("CLOCKAPP", False, "Clock correction applied"),
-        ("UTCFINIT", UTCF_S, "UTCF at TSTART (s)"),
+        ("UTCFINIT", spec.utcf, "UTCF at TSTART (s)"),
         ("ORIGIN", "batglitch", "Synthetic data, not an observation"),
         ("CREATOR", "batglitch.standins.synth", "Program that made this file"),
     ]
 
 
 def fits_hdus(events: np.ndarray, gti: np.ndarray, spec: SynthSpec) -> fits.HDUList:
-    """PRIMARY, EVENTS and GTI with the real BAT column formats and header keywords."""
+    """PRIMARY, EVENTS and GTI with the real BAT column formats and header keywords.
+
+    The archive's layout (bateconvert with scaled energy): ENERGY 1I with TSCAL 0.1, PI 1I in
+    0.1 keV channels, both with TNULL -32768; spec.scaled_energy=False writes ENERGY as 1E keV
+    instead (any float energy survives exactly: test files of hand-picked events)."""
     common = _common_header(spec, gti)
     primary = fits.PrimaryHDU(header=fits.Header(common))
+    stored = {name: events[name] for name in _EVENT_COLUMNS}
+    if spec.scaled_energy:
+        stored["ENERGY"] = _energy_units(events["ENERGY"]).astype(">i2")
     columns = [
-        fits.Column(name=name, format=_tform(events.dtype[name]), unit=unit, array=events[name])
+        fits.Column(name=name, format=_tform(stored[name].dtype), unit=unit, array=stored[name])
         for name, (unit, _, _) in _EVENT_COLUMNS.items()
     ]
     evt = fits.BinTableHDU.from_columns(columns, name="EVENTS")
+    for k, name in enumerate(_EVENT_COLUMNS, start=1):
+        if stored[name].dtype.kind == "i" and name in ("PI", "ENERGY"):
+            evt.header[f"TNULL{k}"] = NULL_I2
+        if name == "ENERGY" and spec.scaled_energy:
+            evt.header[f"TSCAL{k}"] = ENERGY_SCALE
     evt.header.extend(
         [
             ("HDUCLASS", "OGIP", "Format conforms to OGIP standards"),
@@ -653,6 +683,7 @@ def fits_hdus(events: np.ndarray, gti: np.ndarray, spec: SynthSpec) -> fits.HDUL
                 else []
             ),
             ("GAINMETH", "FIXEDDAC" if spec.gainapp else "LINEAR", "Gain correction method"),
+            ("TIMEDEL", TICK_S, "Time resolution (s)"),
         ]
     )
     for k, (_, lo, hi) in enumerate(_EVENT_COLUMNS.values(), start=1):

@@ -68,6 +68,10 @@ class Fragment:
     size: int
     etag: str | None
     config: dict[str, Any]  # the algorithm parameters (DetectionConfig.as_attrs())
+    # JSON for the per-obsid table: the dumps it was planned from (quick-look obsids are
+    # planned again from them) and the time-base decision of each dump
+    dumps: str = "[]"
+    time_base: str = "[]"
 
     def __len__(self) -> int:
         return len(self.rows["window_start"])
@@ -161,6 +165,8 @@ class Archive:
             "version": __version__,
             "config": fragment.config,
             "from_quicklook": from_quicklook,
+            "dumps": fragment.dumps,
+            "time_base": fragment.time_base,
         }
         self.put_json(marker_key(fragment.obsid, attempt), marker)
         return marker

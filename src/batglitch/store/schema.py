@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -88,6 +88,10 @@ WINDOW_COLUMNS: dict[str, Column] = {
     "in_burst": Column(
         "bool", "inside a catalogued burst's time (a GLITCH row so is suspect)", units="1"
     ),
+    "source_kind": Column("str", "kind of that file: po pointed, sp slewing+pointing, sl slewing"),
+    "trigger_time_base": Column(
+        "str", "time base GUANO gave the dump's times in (utc or swift), decided on the file"
+    ),
 }
 IMAGE_COLUMNS = tuple(name for name, column in WINDOW_COLUMNS.items() if column.dims)
 TABLE_COLUMNS = tuple(name for name, column in WINDOW_COLUMNS.items() if not column.dims)
@@ -103,6 +107,12 @@ FRAGMENT_COLUMNS: dict[str, Column] = {
     "completed_at": Column("str", "when that attempt completed, UTC ISO 8601"),
     "version": Column("str", "batglitch version that made the rows"),
     "from_quicklook": Column("bool", "made from quick-look data: planning redoes it once archived"),
+    # JSON, so that planning finds a quick-look obsid again from the table alone, and a reader
+    # sees how each dump's trigger time was read (issue 7: the time base decided on the file)
+    "dumps": Column("str", "GUANO dumps the obsid was planned from, as JSON"),
+    "time_base": Column(
+        "str", "per dump: time base (utc or swift) and whether a file decided it, as JSON"
+    ),
 }
 
 
@@ -119,11 +129,20 @@ class Completion:
     completed_at: str
     version: str
     from_quicklook: bool
+    dumps: str = "[]"  # absent from archives published before the column existed
+    time_base: str = "[]"
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Completion:
-        """From a completion marker or a table row (extra keys, e.g. the config, are ignored)."""
-        return cls(**{f.name: record[f.name] for f in fields(cls)})
+        """From a completion marker or a table row (extra keys, e.g. the config, are ignored;
+        a column added since the row was written reads as its default, or as zarr's fill "")."""
+        return cls(
+            **{
+                f.name: record[f.name]
+                for f in fields(cls)
+                if f.name in record and (f.default is MISSING or record[f.name] != "")
+            }
+        )
 
 
 def dimension_coords(config: Mapping[str, Any]) -> dict[str, tuple[tuple[str, ...], Any, dict]]:
