@@ -56,6 +56,7 @@ bench: $(STAMP) localstack
 	$(BIN)/python benchmarks/bench_core.py
 	$(BIN)/python benchmarks/bench_run.py
 	PYTHONPATH=infra $(BIN)/python benchmarks/bench_store.py
+	$(BIN)/python benchmarks/bench_plan.py
 
 image-test: $(STAMP) localstack
 	scripts/image_test.sh

@@ -87,17 +87,17 @@ def test_select_merges_per_obsid_and_chooses_kinds():
         dump("00000000001", 5, ("po",), kind="LVK"),
         dump("00000000002", 2, ("sp",)),
         dump("00000000003", 3, ("sl",)),
-        dump("00000000004", 4, ()),  # lists no file: assumed to have them all
+        dump("00000000004", 4, ()),  # lists no file: assumed to have a pointed one
     ]
     plain = select(dumps, {}, ("po", "sp"))
     assert [(w.obsid, w.kinds, len(w.dumps)) for w in plain.wanted] == [
         ("00000000001", ("po",), 2),
         ("00000000002", ("sp",), 1),
-        ("00000000004", ("po", "sp"), 1),
+        ("00000000004", ("po",), 1),
     ]
     assert plain.slewing_only == ("00000000003",)
     slewing = select(dumps, {}, ("po", "sp", "sl"))
-    assert [w.kinds for w in slewing.wanted] == [("po", "sl"), ("sp",), ("sl",), ("po", "sp", "sl")]
+    assert [w.kinds for w in slewing.wanted] == [("po", "sl"), ("sp",), ("sl",), ("po",)]
     assert slewing.slewing_only == ()
 
 

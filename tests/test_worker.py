@@ -23,7 +23,7 @@ from batglitch.pipeline.worker import (
 )
 from batglitch.sources.places import Places
 from batglitch.sources.retry import RetryPolicy
-from batglitch.standins import FakeSwiftAPI, Fault, fake_observations, fill_heasarc
+from batglitch.standins import FakeSwiftAPI, Fault, Knobs, fake_observations, fill_heasarc
 from batglitch.standins.synth import SynthSpec, write_event_file
 from batglitch.store.archive import Archive
 from batglitch.store.reader import open_archive
@@ -226,3 +226,47 @@ def test_slewing_files_are_searched_on_their_own_and_share_the_fragment(tmp_path
     kinds = {u: set(ds.source_kind.values[ds.source_file.values == u]) for u in per_file}
     assert kinds == {f.urls[0]: {f.kind} for f in entry.files if per_file[f.urls[0]].n_windows}
     assert np.all(np.diff(ds.window_start.values) >= 0)  # one obsid: sorted by window_start
+
+
+@pytest.fixture(scope="module")
+def every_kind(tmp_path_factory):
+    """An sp-only, a slewing-only and a mixed (po + sl) observation, archived."""
+    heasarc = tmp_path_factory.mktemp("kinds")
+    base = fake_observations(BEGIN, END, 3, seed=31, not_archived_fraction=0.0)
+    observations = [
+        dataclasses.replace(o, kinds=k)
+        for o, k in zip(base, [("sp",), ("sl",), ("po", "sl")], strict=True)
+    ]
+    fill_heasarc(str(heasarc), observations, rate_hz=500.0, duration=90.0, n_glitches=2)
+    return observations, heasarc
+
+
+@pytest.mark.parametrize("time_base", ["utc", "swift"])
+def test_every_dump_kind_is_archived_with_the_same_trigger_times_in_either_base(
+    every_kind, tmp_path, time_base
+):
+    """Whichever base the service speaks, the file decides it: the archive's trigger times are
+    the true ones (within 1 ms), and every kind's windows land, labelled with their kind."""
+    observations, heasarc = every_kind
+    archive = Archive(str(tmp_path / "a.zarr"))
+    with FakeSwiftAPI(observations, knobs=Knobs(time_base=time_base)) as api:
+        entries = planned(api, heasarc, slewing=True)
+    assert sorted(e.obsid for e in entries) == sorted(o.obsid for o in observations)
+    places = Places.configured([str(heasarc)])
+    for entry in entries:
+        assert process_entry(entry, archive, policy=FAST, places=places).status == DONE
+    archive.publish()
+    ds = open_archive(archive.url)
+    epoch = np.datetime64("2001-01-01T00:00:00", "ns")
+    for o in observations:
+        rows = ds.obsid.values == o.obsid
+        assert set(ds.source_kind.values[rows]) == set(o.kinds)
+        assert set(ds.trigger_time_base.values[rows]) == {time_base}
+        truth = np.datetime64(o.dumps[0].trigger_utc, "ns")
+        assert np.all(abs(ds.trigger_time_utc.values[rows] - truth) <= np.timedelta64(1, "ms"))
+        start = ds.window_start.values[rows] + o.dumps[0].utcf  # MET + UTCF = UTC
+        utc = epoch + (start * 1e9).astype("timedelta64[ns]")
+        assert np.all(abs(ds.window_start_utc.values[rows] - utc) <= np.timedelta64(1, "ms"))
+    decided = [json.loads(c.time_base) for c in archive.completions().values()]
+    assert len(decided) == len(observations)
+    assert all(d[0] == {**d[0], "base": time_base, "checked": True} for d in decided)

@@ -161,7 +161,7 @@ def select(
 
     Dumps are merged per obsid (once each); the quick-look obsids' recorded dumps join them.
     Complete obsids are left out unless forced, except those complete from quick-look. A dump
-    that lists no event file is assumed to have them all (older answers list none).
+    that lists no event file is assumed to have a pointed one, as the planner always did.
     """
     merged: dict[str, dict[tuple, Dump]] = defaultdict(dict)
     for dump in dumps:
@@ -177,7 +177,7 @@ def select(
             complete.append(obsid)
             continue
         own = tuple(sorted(by_key.values(), key=lambda d: (d.triggertime, d.triggertype)))
-        listed = {k for d in own for k in d.kinds} or set(kinds)
+        listed = {k for d in own for k in d.kinds} or {DEFAULT_KINDS[0]}
         chosen = tuple(k for k in kinds if k in listed)
         if not chosen:
             slewing_only.append(obsid)
