@@ -218,3 +218,23 @@ def test_archive_urls_from_the_data_api_map_onto_every_root(world):
         [entry] = run_plan(api, Path("/nonexistent"), roots=("/r1", "/r2")).entries
     assert entry.files[0].urls == (f"/r1/{o.key()}", f"/r2/{o.key()}")
     assert HEASARC_HTTPS not in entry.files[0].urls[0]
+
+
+def test_every_planned_url_lies_in_a_place_its_workers_may_read(world):
+    """The plan hands out only URLs that pass the workers' check; a quick-look URL the Data API
+    gives outside the configured quick-look site leaves that obsid without a location."""
+    observations, root = world
+    with FakeSwiftAPI(observations) as api:
+        good = run_plan(api, root)
+        elsewhere = run_plan(api, root, quicklook=("https://quicklook.example/data",))
+        places = PlanOptions(
+            roots=(str(root), str(root.parent / "mirror")), quicklook=(api.quicklook_url,)
+        ).places
+    for e in good.entries:
+        assert all(places.check(u, e.obsid) == u for f in e.files for u in f.urls)
+    quicklook = {e.obsid for e in good.entries if not e.archived}
+    assert quicklook and all(f.urls for e in good.entries for f in e.files)
+    assert all(not f.urls for e in elsewhere.entries if e.obsid in quicklook for f in e.files)
+    assert [e for e in elsewhere.entries if e.obsid not in quicklook] == [
+        e for e in good.entries if e.obsid not in quicklook
+    ]

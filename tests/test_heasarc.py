@@ -1,0 +1,70 @@
+"""Where event files live: archive keys, candidate months, kinds, and URLs every worker accepts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from batglitch.sources.heasarc import (
+    ArchiveListing,
+    candidate_months,
+    event_file_name,
+    event_key,
+    kind_of,
+)
+from batglitch.sources.places import DEFAULT_ARCHIVE_ROOTS, Places, RefusedLocation
+
+OBSID = "00012345001"
+
+
+@pytest.mark.parametrize(
+    ("trigger", "months"),
+    [
+        (datetime(2024, 3, 15, 12), ("2024_03", "2024_02")),
+        (datetime(2024, 1, 1, 6), ("2024_01", "2023_12")),  # a year back
+        # a minute either way of a month's edge: either base of GUANO times
+        (datetime(2024, 3, 31, 23, 59, 30), ("2024_04", "2024_03", "2024_02")),
+    ],
+)
+def test_candidate_months_are_the_triggers_and_the_one_before(trigger, months):
+    assert candidate_months(trigger) == months
+
+
+def test_kinds_from_names():
+    assert [kind_of(event_file_name(OBSID, k)) for k in ("po", "sp", "sl")] == ["po", "sp", "sl"]
+    assert kind_of(f"/x/{event_file_name(OBSID, 'sp').removesuffix('.gz')}") == "sp"
+    assert kind_of("/x/hand-made.evt.gz") == ""
+
+
+def test_archive_urls_under_the_default_roots_are_allowed():
+    """The keys the planner makes, under the public bucket and the HTTPS archive, pass the
+    workers' check (sources.places): a plan never hands out a URL its workers refuse."""
+    key = event_key("2024_03", OBSID, "po")
+    assert key == f"swift/data/obs/2024_03/{OBSID}/bat/event/sw{OBSID}bevshpo_uf.evt.gz"
+    places = Places.configured(DEFAULT_ARCHIVE_ROOTS, [])
+    for root in DEFAULT_ARCHIVE_ROOTS:
+        assert places.check(f"{root}/{key}", OBSID) == f"{root}/{key}"
+
+
+def test_a_listing_locates_every_kind_under_every_root_and_checks_them(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    (first / f"swift/data/obs/2024_02/{OBSID}").mkdir(parents=True)
+    listing = ArchiveListing((str(first), str(second)))
+    places = Places.configured(listing.roots, [])
+    found = listing.locate(OBSID, ("po", "sp"), ("2024_03", "2024_02"), places)
+    assert {k: (v.urls, v.month, v.archived) for k, v in found.items()} == {
+        k: (
+            tuple(f"{r}/{event_key('2024_02', OBSID, k)}" for r in (first, second)),
+            "2024_02",
+            True,
+        )
+        for k in ("po", "sp")
+    }
+    assert listing.listings == 2  # (first, 2024_03) empty, (first, 2024_02) holds it
+    assert listing.locate("00099999001", ("po",), ("2024_03", "2024_02"), places) == {}
+    assert listing.listings == 4  # the rest, each once; asked again, nothing is listed twice
+    listing.locate(OBSID, ("po",), ("2024_03", "2024_02"), places)
+    assert listing.listings == 4
+    with pytest.raises(RefusedLocation):  # a root the workers may not read from
+        listing.locate(OBSID, ("po",), ("2024_02",), Places.configured([str(second)], []))
