@@ -208,6 +208,9 @@ def test_manifest_round_trip(world, tmp_path):
     write_manifest(entries, url)
     assert len(json.loads(Path(url).read_text())) == len(entries)  # one array: Step Functions
     assert tuple(read_manifest(url)) == entries
+    lines = tmp_path / "picked.jsonl"  # entries picked by hand for an array job
+    lines.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in entries[:2]))
+    assert tuple(read_manifest(str(lines))) == entries[:2]
     assert ObsEntry.from_dict({**entries[0].to_dict(), "run_id": "x"}) == entries[0]
 
 

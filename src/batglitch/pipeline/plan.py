@@ -287,8 +287,15 @@ def write_manifest(
 
 
 def read_manifest(url: str, storage_options: dict[str, Any] | None = None) -> list[ObsEntry]:
+    """A JSON array (write_manifest), or JSON lines when the URL ends in .jsonl (entries picked
+    by hand for an array job, docs/architecture.md)."""
     fs, path = fsspec.url_to_fs(url, **(storage_options or {}))
-    return [ObsEntry.from_dict(item) for item in json.loads(fs.cat_file(path))]
+    text = fs.cat_file(path).decode()
+    if path.endswith(".jsonl"):
+        items = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        items = json.loads(text)
+    return [ObsEntry.from_dict(item) for item in items]
 
 
 def naive_utc(t: datetime | str) -> datetime:
