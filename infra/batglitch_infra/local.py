@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import os
 import sys
 import threading
 import time
@@ -47,7 +48,8 @@ from batglitch_infra.asl import render, substitutions
 from batglitch_infra.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-LOCALSTACK_URL = "http://127.0.0.1:4566"
+# the port scripts/localstack.sh started it on (LOCALSTACK_PORT, as `make run-local` passes it)
+LOCALSTACK_URL = f"http://127.0.0.1:{os.environ.get('LOCALSTACK_PORT', '4566')}"
 HEASARC_BUCKET = "nasa-heasarc"
 HANDLERS = ("plan", "process", "finalize")
 SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
