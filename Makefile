@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 STORE ?= out/archive
 PREVIEW ?= $(dir $(STORE))preview.png
+EVALUATION ?= $(dir $(STORE))evaluation.png
+# real labelled DPIs (not in the repository): make run quotes the baseline on them too when present
+REAL_DPIS ?= ../shared/data/real_glitch_grb_dpis.npz
 BEGIN ?= 2024-03-01
 # END is exclusive: the default is all of March 2024
 END ?= 2024-04-01
@@ -40,10 +43,11 @@ test: lint localstack
 # SOURCE=real: the real Swift API and the public HEASARC archive.
 run: $(STAMP)
 ifeq ($(SOURCE),real)
-	$(BIN)/batglitch run --begin $(BEGIN) --end $(END) --store $(STORE) --workers $(WORKERS) --preview $(PREVIEW)
+	$(BIN)/batglitch run --begin $(BEGIN) --end $(END) --store $(STORE) --workers $(WORKERS) --preview $(PREVIEW) --grbs
 else
 	$(BIN)/batglitch demo --begin $(BEGIN) --end $(END) --store $(STORE) --workers $(WORKERS) --preview $(PREVIEW)
 endif
+	$(BIN)/batglitch evaluate $(STORE) --out $(EVALUATION) $(if $(wildcard $(REAL_DPIS)),--real $(REAL_DPIS))
 
 run-local: $(STAMP) localstack
 	scripts/localstack.sh start

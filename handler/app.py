@@ -35,7 +35,8 @@ def _bucket_key(url: str) -> dict[str, str]:
 
 
 def plan(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    """{begin, end} or {scheduled_time, lookback_days} (+ store, force, limit, slewing) -> plan."""
+    """{begin, end} or {scheduled_time, lookback_days} (+ store, force, limit, slewing, grbs)
+    -> plan. grbs: also the BAT GRB catalogue's trigger windows (env BATGLITCH_GRB_API_URL)."""
     with log_context(request_id=_request_id(context)):
         if event.get("scheduled_time"):
             begin, end = job.rolling_range(
@@ -45,7 +46,9 @@ def plan(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             begin, end = event["begin"], event["end"]
         run = job.plan_run(
             begin, end, _store(event), force=bool(event.get("force")), limit=event.get("limit"),
-            options=PlanOptions(slewing=bool(event.get("slewing"))),
+            options=PlanOptions(
+                slewing=bool(event.get("slewing")), grbs=bool(event.get("grbs"))
+            ),
         )  # fmt: skip
         logger.info("planned %d obsids for %s..%s, run %s", run.n_obsids, begin, end, run.run_id)
         # the Distributed Map's ItemReader takes the manifest as bucket + key

@@ -307,3 +307,8 @@ def test_piped_make_run_is_short_and_free_of_cursor_control(tmp_path):
     assert len(output.splitlines()) < 40
     assert "demo: failed" in output and "on purpose" in output  # the planted failure says so
     assert (tmp_path / "preview.png").exists()
+    # it ends with the baseline on the archive of both classes
+    assert re.search(
+        r"lowres +accuracy [01]\.\d+  ROC AUC [01]\.\d+  \(\d+ GLITCH, \d+ GRB", output
+    )
+    assert (tmp_path / "evaluation.png").exists()

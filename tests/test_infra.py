@@ -357,6 +357,7 @@ def test_schedule_passes_scheduled_time_and_lookback(synth: Synth) -> None:
         assert json.loads(target["Input"]) == {
             "scheduled_time": "<aws.scheduler.scheduled-time>",
             "lookback_days": settings.lookback_days,
+            "grbs": True,
         }
         role = target["RoleArn"]["Fn::GetAtt"][0]
         trust = synth.templates[variant]["Resources"][role]["Properties"]

@@ -271,7 +271,11 @@ def test_scheduled_execution_plans_the_rolling_range(world, pipeline):
     assert schedule["State"] == "ENABLED"
     assert schedule["Target"]["Arn"] == pipeline.deployment.state_machine_arn
     payload = pipeline.scheduled_input(SCHEDULED_AT)
-    assert payload == {"scheduled_time": SCHEDULED_AT, "lookback_days": SETTINGS.lookback_days}
+    assert payload == {
+        "scheduled_time": SCHEDULED_AT,
+        "lookback_days": SETTINGS.lookback_days,
+        "grbs": True,
+    }
 
     archive = archive_of(pipeline)
     complete = archive.completed_obsids()

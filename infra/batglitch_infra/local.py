@@ -42,7 +42,10 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from batglitch.pipeline.report import RunReport
+from batglitch.sources.grbs import GRB_API_URL_ENV
 from batglitch.standins import FakeObservation, FakeSwiftAPI, demo_observations, fill_demo_heasarc
+from batglitch.standins.demo import demo_bursts
+from batglitch.standins.grb_catalog import FakeBurst, FakeGRBCatalog
 from batglitch.standins.lambda_runtime import LocalRuntimeAPI, awslambdaric_command, serve_runtime
 from batglitch_infra.asl import render, substitutions
 from batglitch_infra.settings import Settings
@@ -107,24 +110,28 @@ class LocalAws:
 
 @dataclass(frozen=True)
 class World:
-    """The synthetic Swift API catalogue and how to write its HEASARC tree under a root URL."""
+    """The synthetic Swift API catalogue, the BAT GRB catalogue (their trigger files are among
+    the observations) and how to write its HEASARC tree under a root URL."""
 
     observations: tuple[FakeObservation, ...]
     fill: Callable[[str, dict[str, Any] | None], object]
+    bursts: tuple[FakeBurst, ...] = ()
 
 
 def demo_world(begin: str, end: str, n: int = 36, seed: int = 1) -> World:
     """The world of `make run` (batglitch.standins.demo), so both targets build the same archive."""
-    observations = tuple(demo_observations(begin, end, n, seed))
+    bursts = tuple(demo_bursts(begin, end, seed=seed))
+    observations = (*demo_observations(begin, end, n, seed), *(b.observation() for b in bursts))
     return World(
         observations,
         lambda root, options: fill_demo_heasarc(root, list(observations), seed, options),
+        bursts,
     )
 
 
 def schedule_input(settings: Settings) -> dict[str, Any]:
     """The schedule's target input, as the stack sets it: plan derives begin/end from it."""
-    return {"scheduled_time": SCHEDULED_TIME, "lookback_days": settings.lookback_days}
+    return {"scheduled_time": SCHEDULED_TIME, "lookback_days": settings.lookback_days, "grbs": True}
 
 
 def exceeds_tolerance(failed: int, total: int, percent: float) -> bool:
@@ -453,13 +460,14 @@ def local_pipeline(
     deployment = deploy(aws, settings, name=name, bucket=bucket)
     log(f"state machine {deployment.state_machine_arn}")
     try:
-        with FakeSwiftAPI(world.observations) as api:
+        with FakeSwiftAPI(world.observations) as api, FakeGRBCatalog(world.bursts) as grbs:
             home = workdir / "home"  # swifttools writes its cache under $HOME
             home.mkdir(parents=True, exist_ok=True)
             env = {
                 **aws.env(),
                 "HOME": str(home),
                 "SWIFT_TOO_API_URL": api.url,
+                GRB_API_URL_ENV: grbs.url,
                 "BATGLITCH_STORE": deployment.store,  # what the stack gives its functions
                 # The public bucket only: the second default root is the internet HTTPS archive.
                 "BATGLITCH_ARCHIVE_ROOTS": f"s3://{HEASARC_BUCKET}",
@@ -553,7 +561,12 @@ def main(argv: list[str] | None = None) -> int:
         bucket=args.bucket,
     ) as pipeline:
         outcome = pipeline.execute(
-            {"begin": args.begin, "end": args.end, "store": pipeline.deployment.store},
+            {
+                "begin": args.begin,
+                "end": args.end,
+                "store": pipeline.deployment.store,
+                "grbs": True,
+            },
             timeout_s=args.timeout,
         )
         text, ok = report(outcome, pipeline)

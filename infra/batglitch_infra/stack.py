@@ -442,6 +442,7 @@ class BatglitchStack(cdk.Stack):
                 {
                     "scheduled_time": scheduler.ContextAttribute.scheduled_time,
                     "lookback_days": self.settings.lookback_days,
+                    "grbs": True,  # the BAT GRB catalogue's bursts beside the GUANO dumps
                 }
             ),
             retry_attempts=3,

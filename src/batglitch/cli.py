@@ -167,7 +167,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     run = plan_run(
         args.begin, args.end, args.store, force=args.force, limit=args.limit,
-        options=PlanOptions(slewing=args.slewing),
+        options=PlanOptions(slewing=args.slewing, grbs=args.grbs),
     )  # fmt: skip
     print(f"run {run.run_id}: {run.n_obsids} obsids ({run.skipped_complete} already complete)")
     print(f"manifest: {run.manifest}")
@@ -263,32 +263,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     from batglitch.pipeline.plan import PlanOptions
 
     report = pool.run(
-        args.begin, args.end, args.store, options=PlanOptions(slewing=args.slewing),
-        **_run_options(args),
+        args.begin, args.end, args.store,
+        options=PlanOptions(slewing=args.slewing, grbs=args.grbs), **_run_options(args),
     )  # fmt: skip
     return _report_run(args, report)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The whole job offline: a fake Swift API and a fake HEASARC tree of synthetic event files."""
+    """The whole job offline: a fake Swift API, a fake BAT GRB catalogue and a fake HEASARC tree
+    of synthetic event files (GUANO dumps and BAT trigger files)."""
     from batglitch import pool
     from batglitch.pipeline.plan import PlanOptions
     from batglitch.standins import FakeSwiftAPI, demo_observations, fill_demo_heasarc
-    from batglitch.standins.demo import planted_problems
+    from batglitch.standins.demo import demo_bursts, planted_problems
+    from batglitch.standins.grb_catalog import FakeGRBCatalog
 
     if "://" in args.store:
         raise UsageError("demo writes its fake HEASARC tree next to the store: use a local --store")
     observations = demo_observations(args.begin, args.end, args.obsids, args.seed)
+    bursts = demo_bursts(args.begin, args.end, seed=args.seed)
+    world = observations + [b.observation() for b in bursts]
     heasarc = str(Path(args.store).resolve().parent / "fake-heasarc")
-    logger.info("writing %d synthetic observations to %s", len(observations), heasarc)
-    fill_demo_heasarc(heasarc, observations, args.seed)
-    with FakeSwiftAPI(observations) as api:
-        logger.info("fake Swift API at %s", api.url)
+    logger.info(
+        "writing %d synthetic observations and %d BAT trigger files to %s",
+        len(observations), len(bursts), heasarc,
+    )  # fmt: skip
+    fill_demo_heasarc(heasarc, world, args.seed)
+    with FakeSwiftAPI(world) as api, FakeGRBCatalog(bursts) as catalogue:
+        logger.info("fake Swift API at %s, fake BAT GRB catalogue at %s", api.url, catalogue.url)
         report = pool.run(
             args.begin, args.end, args.store,
             options=PlanOptions(
                 api_url=api.url, roots=(heasarc,), quicklook=(api.quicklook_url,),
-                slewing=args.slewing,
+                slewing=args.slewing, grbs=True, grb_api_url=catalogue.url,
             ),
             **_run_options(args),
         )  # fmt: skip
@@ -354,6 +361,9 @@ def _output_options() -> argparse.ArgumentParser:
     return common
 
 
+GRBS_HELP = "also the GRB windows of the BAT GRB catalogue's bursts (env BATGLITCH_GRB_API_URL)"
+
+
 def parser() -> argparse.ArgumentParser:
     common = _output_options()
     p = Parser(
@@ -392,6 +402,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--limit", type=count(1), default=None, help="process at most N obsids")
         s.add_argument("--force", action="store_true", help="redo obsids already complete")
         s.add_argument("--slewing", action="store_true", help="also the slewing event files")
+        if s.prog.split()[-1] != "demo":  # the demo's world always holds bursts
+            s.add_argument("--grbs", action="store_true", help=GRBS_HELP)
 
     for name, func, help in (
         ("run", cmd_run, "plan, process and finalize a date range against the Swift services"),

@@ -8,11 +8,15 @@ Three steps, the middle one pure:
    kinds to read (po and sp by default, sl with slewing);
 3. locate: archive listings per (root, month) shared by the whole plan, the Data API only for
    obsids found in no listing (sources.heasarc), `workers` at a time.
+With grbs, the BAT GRB catalogue's bursts of the range (sources.grbs) join step 2 as GRB entries
+(the trigger's bevshsp file, located in step 3 like any other) and name themselves to the glitch
+entries near them, whose windows in a burst's span are then flagged (select_bursts()).
 The manifest (one JSON array of ObsEntry) is what every orchestrator hands its workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import defaultdict
@@ -24,8 +28,10 @@ from typing import Any
 
 import fsspec
 
-from batglitch.science.grb import GLITCH
+from batglitch.errors import TransientError
+from batglitch.science.grb import GLITCH, GRB
 from batglitch.sources.fetch import write_atomically
+from batglitch.sources.grbs import GRB_FILE_KIND, Burst, list_bursts
 from batglitch.sources.guano import Dump, SwiftAPI, fetch_dumps, time_windows
 from batglitch.sources.heasarc import ArchiveListing, Location, locate
 from batglitch.sources.places import Places
@@ -34,6 +40,10 @@ from batglitch.store.schema import Completion
 
 DEFAULT_KINDS = ("po", "sp")
 SLEWING_KIND = "sl"
+# A glitch entry is matched with the catalogued bursts this close to its dumps' trigger times
+# (their data span trigger + offset -/+ duration / 2, a few hundred seconds; the dumps' time base
+# may be off by UTCF, ~30 s): the worker then flags the windows inside each burst's span.
+BURST_SEARCH = timedelta(minutes=30)
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
@@ -45,11 +55,15 @@ class PlanOptions:
 
     window_days: GUANO windows (split further whenever an answer may be full); workers: how
     many GUANO windows, listings and Data requests run at once; api_url: default env
-    SWIFT_TOO_API_URL; roots and quicklook: see sources.places (None: the configured ones).
+    SWIFT_TOO_API_URL; roots and quicklook: see sources.places (None: the configured ones);
+    grbs: also the GRB windows of the BAT GRB catalogue's bursts (grb_api_url: default env
+    BATGLITCH_GRB_API_URL, then the client's own).
     """
 
     slewing: bool = False
+    grbs: bool = False
     api_url: str | None = None
+    grb_api_url: str | None = None
     roots: tuple[str, ...] | None = None
     quicklook: tuple[str, ...] | None = None
     window_days: float = 14.0
@@ -131,6 +145,13 @@ class Wanted:
     dumps: tuple[Dump, ...]
     kinds: tuple[str, ...]
     redo_quicklook: bool = False  # its rows came from quick-look: redo only from the archive
+    label: str = GLITCH
+    bursts: tuple[Burst, ...] = ()  # catalogued bursts near it; a GRB entry's own first
+
+    @property
+    def time(self) -> datetime:
+        """When the observation was triggered: its first dump's or its burst's trigger time."""
+        return self.dumps[0].triggertime if self.dumps else self.bursts[0].trigger_time
 
 
 @dataclass(frozen=True)
@@ -188,6 +209,48 @@ def select(
     return Selection(tuple(wanted), tuple(sorted(complete)), tuple(sorted(slewing_only)))
 
 
+def select_bursts(
+    selection: Selection,
+    bursts: Sequence[Burst],
+    completions: Mapping[str, Completion],
+    *,
+    force: bool = False,
+) -> Selection:
+    """The selection with the catalogue's bursts (pure): each glitch entry names the bursts
+    within BURST_SEARCH of its dumps, and each burst whose trigger obsid is not complete (unless
+    forced) and not already a GUANO obsid becomes a GRB entry reading the trigger's bevshsp file.
+    """
+    wanted = [
+        dataclasses.replace(
+            w,
+            bursts=tuple(
+                b
+                for b in bursts
+                if w.dumps[0].triggertime - BURST_SEARCH
+                <= b.trigger_time
+                <= w.dumps[-1].triggertime + BURST_SEARCH
+            ),
+        )
+        for w in selection.wanted
+    ]
+    taken, complete = {w.obsid for w in wanted}, list(selection.complete)
+    for b in bursts:
+        record = completions.get(b.obsid)
+        if b.obsid in taken:
+            continue
+        if record is not None and not record.from_quicklook and not force:
+            complete.append(b.obsid)
+            continue
+        taken.add(b.obsid)
+        redo = record is not None and not force  # from quick-look: redo only from the archive
+        wanted.append(
+            Wanted(b.obsid, (), (GRB_FILE_KIND,), redo_quicklook=redo, label=GRB, bursts=(b,))
+        )
+    return dataclasses.replace(
+        selection, wanted=tuple(wanted), complete=tuple(sorted(set(complete)))
+    )
+
+
 def dumps_record(dumps: Iterable[Dump]) -> str:
     """Dumps as the archive keeps them with an obsid's rows (the fragment_dumps column)."""
     return json.dumps([d.to_dict() for d in dumps])
@@ -225,6 +288,8 @@ def plan(
             progress=options.progress,
         )
         selection = select(dumps, completions, options.kinds, force=force)
+        if options.grbs:
+            selection = select_bursts(selection, _bursts(t0, t1, options), completions, force=force)
         for obsid in selection.slewing_only:
             logger.warning("obsid %s: only slewing data (planned with --slewing to read it)", obsid)
         places = options.places
@@ -238,7 +303,7 @@ def plan(
                 )
                 for k in w.kinds
             )
-            entry = ObsEntry(w.obsid, w.dumps, files)
+            entry = ObsEntry(w.obsid, w.dumps, files, w.label, tuple(b.to_dict() for b in w.bursts))
             if w.redo_quicklook and not entry.archived:
                 waiting.append(w.obsid)  # done from quick-look; the archive copy is not there yet
                 continue
@@ -253,6 +318,16 @@ def plan(
         )
 
 
+def _bursts(t0: datetime, t1: datetime, options: PlanOptions) -> list[Burst]:
+    """The catalogue's bursts of the range; none when it keeps failing: the glitch windows
+    still land, and the next run plans the bursts (their obsids are not complete)."""
+    try:
+        return list_bursts(t0, t1, api_url=options.grb_api_url, policy=options.policy)
+    except TransientError as exc:
+        logger.warning("no GRB windows this run: %s", exc)
+        return []
+
+
 def _locate_all(
     wanted: Sequence[Wanted],
     listing: ArchiveListing,
@@ -264,7 +339,7 @@ def _locate_all(
 
     def one(w: Wanted) -> dict[str, Location]:
         try:
-            return locate(w.obsid, w.kinds, w.dumps[0].triggertime, listing, places, api)
+            return locate(w.obsid, w.kinds, w.time, listing, places, api)
         except Exception as exc:  # one obsid's lookup must not fail the plan
             logger.warning("obsid %s: no event-file location: %s", w.obsid, exc)
             return {}

@@ -16,11 +16,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -28,12 +29,14 @@ import requests
 from batglitch.errors import BatGlitchError
 from batglitch.sources import retry
 from batglitch.sources.retry import RetryPolicy
+from batglitch.sources.timebase import MET_EPOCH
 
 CATALOGUE = "BAT_GRB"
 NAME, TRIGGER_ID, TRIGGER_UTC, TRIGGER_MET, T90 = (
     "GRBname", "Trig_ID", "Trig_time_UTC", "Trig_time_met", "T90",
 )  # fmt: skip
 COLUMNS = (NAME, TRIGGER_ID, TRIGGER_UTC, TRIGGER_MET, T90)
+GRB_API_URL_ENV = "BATGLITCH_GRB_API_URL"  # the UKSSDC API, e.g. a local fake
 GRB_FILE_KIND = "sp"  # sw<obsid>bevshsp_uf.evt.gz: the trigger's event file
 # A glitch this close to a burst (before its trigger, after its T90) is still suspect; bursts
 # without a T90 count as this long.
@@ -65,6 +68,15 @@ class Burst:
         t90 = self.t90 if self.t90 is not None and math.isfinite(self.t90) else DEFAULT_T90_S
         return self.trigger_met - BURST_MARGIN_S, self.trigger_met + t90 + BURST_MARGIN_S
 
+    @property
+    def trigger_time(self) -> datetime:
+        """Naive UTC trigger time: the catalogue's, or from its MET when it gave none (then
+        without UTCF, off by ~30 s: close enough to find the archive month and nearby dumps)."""
+        try:
+            return datetime.fromisoformat(self.trigger_utc)
+        except ValueError:
+            return MET_EPOCH + timedelta(seconds=self.trigger_met)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON for manifests, with the suspect span as begin/end."""
         begin, end = self.span
@@ -79,7 +91,8 @@ def trigger_obsid(trigger_id: int) -> str:
 
 @contextmanager
 def ukssdc_client(api_url: str | None, timeout_s: float) -> Iterator[None]:
-    """Point swifttools' UKSSDC client at api_url (default: its own) with a timeout on every
+    """Point swifttools' UKSSDC client at api_url (default: env BATGLITCH_GRB_API_URL, then its
+    own) with a timeout on every
     request, inside the block. The client calls ``requests.post`` through its module's
     ``requests`` name without a timeout; the lock keeps concurrent queries from mixing settings."""
     from swifttools.ukssdc import main
@@ -89,7 +102,7 @@ def ukssdc_client(api_url: str | None, timeout_s: float) -> Iterator[None]:
     )})  # fmt: skip
     with _client_lock:
         saved = main.APIURL, main.requests
-        main.APIURL = api_url or saved[0]
+        main.APIURL = api_url or os.environ.get(GRB_API_URL_ENV) or saved[0]
         main.requests = bounded
         try:
             yield

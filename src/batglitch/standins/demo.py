@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from batglitch.standins.grb_catalog import FakeBurst, fake_bursts
 from batglitch.standins.heasarc import fill_heasarc
 from batglitch.standins.swift_api import FakeObservation, fake_observations
 
@@ -28,6 +29,12 @@ def demo_observations(begin: str, end: str, n: int = 36, seed: int = 1) -> list[
         slewing_only_fraction=0.06,
         early_start_fraction=0.1,
     )
+
+
+def demo_bursts(begin: str, end: str, n: int = 12, seed: int = 1) -> list[FakeBurst]:
+    """BAT-detected bursts of the range, their trigger files archived: the real rate is ~8 a
+    month, a few more here so that every grouped fold of the baseline holds some."""
+    return fake_bursts(datetime.fromisoformat(begin), datetime.fromisoformat(end), n, seed=seed)
 
 
 def fill_demo_heasarc(

@@ -24,10 +24,18 @@ from typing import Any
 
 import numpy as np
 
-from batglitch.sources.grbs import NAME, T90, TRIGGER_ID, TRIGGER_MET, TRIGGER_UTC, trigger_obsid
+from batglitch.sources.grbs import (
+    GRB_FILE_KIND,
+    NAME,
+    T90,
+    TRIGGER_ID,
+    TRIGGER_MET,
+    TRIGGER_UTC,
+    trigger_obsid,
+)
 from batglitch.sources.timebase import MET_EPOCH
 from batglitch.standins.localhttp import LocalHTTPServer
-from batglitch.standins.swift_api import utcf_at
+from batglitch.standins.swift_api import FakeDump, FakeObservation, utcf_at
 
 METADATA_COLUMNS = ("ColName", "IsError", "Class", "Description", "Type", "Nullable", "Fstring",
                     "IsTargetCol", "IsNameCol")  # fmt: skip
@@ -40,6 +48,7 @@ _COLUMNS = (  # ColName, Type, IsTargetCol, IsNameCol
     ("DEC_ground", "COORDD", 0, 0),
     (T90, "NUM", 0, 0),
 )
+TRIGGER_FILE_S = 120.0  # length of a synthetic trigger file; real ones are longer
 _COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
             "=": operator.eq, "!=": operator.ne}  # fmt: skip
 
@@ -62,6 +71,16 @@ class FakeBurst:
     @property
     def trigger_utc(self) -> datetime:
         return MET_EPOCH + timedelta(seconds=self.trigger_met + utcf_at(self.trigger_met))
+
+    def observation(self, archived: bool = True) -> FakeObservation:
+        """The trigger's observation as the fake HEASARC tree holds it: a bevshsp file of
+        TRIGGER_FILE_S around the trigger, its burst at TRIGTIME."""
+        dump = FakeDump(
+            trigger_met=self.trigger_met, triggertype="BAT GRB", duration=TRIGGER_FILE_S
+        )
+        return FakeObservation(
+            self.obsid, (dump,), archived=archived, kinds=(GRB_FILE_KIND,), bat_trigger=True
+        )
 
     def row(self) -> dict[str, Any]:
         return {

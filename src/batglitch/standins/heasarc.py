@@ -37,7 +37,8 @@ def fill_heasarc(
     Each event file starts at its observation's first dump and lasts `duration` seconds (default:
     that dump's duration), with that dump's UTCF. spec_overrides go to
     batglitch.standins.synth.SynthSpec (n_glitches, ...). Returns the SynthTruth of every intact
-    event file written, by (obsid, kind).
+    event file written, by (obsid, kind). A BAT trigger's observation gets a bevshsp file
+    centred on its trigger, holding that burst and no glitches.
     """
     truths: dict[tuple[str, str], SynthTruth] = {}
     archive, ql = _Tree(root_url, storage_options), None
@@ -52,14 +53,16 @@ def fill_heasarc(
             if kind == "hk":
                 payload = _housekeeping_bytes(obs)
             else:
+                length = duration or first.duration
+                trigger = {"trigger_met": first.trigger_met, "n_glitches": 0, "n_grbs": 1}
                 spec = SynthSpec(
                     obsid=obs.obsid,
-                    tstart=first.start_met,
-                    duration=duration or first.duration,
+                    tstart=first.trigger_met - length / 2 if obs.bat_trigger else first.start_met,
+                    duration=length,
                     utcf=first.utcf,
                     rate_hz=rate_hz,
                     seed=(seed * 7919 + int(obs.obsid) * 3 + n) % 2**32,
-                    **spec_overrides,
+                    **{**spec_overrides, **(trigger if obs.bat_trigger else {})},
                 )
                 payload, truth = event_file_bytes(spec)
                 if obs.corrupt:

@@ -97,6 +97,9 @@ class FakeObservation:
     kinds: tuple[str, ...] = ("po",)
     lead_s: float = 0.0
     version: int = 1
+    # A BAT trigger's observation: its one "dump" is the trigger (trigger_met, file length as
+    # duration); its bevshsp file holds the burst, and GUANO does not list it.
+    bat_trigger: bool = False
 
     @property
     def start_utc(self) -> datetime:
@@ -259,7 +262,7 @@ class _Catalog:
     by_obsid: dict[str, FakeObservation] = field(init=False)
 
     def __post_init__(self) -> None:
-        pairs = [(d, o) for o in self.observations for d in o.dumps]
+        pairs = [(d, o) for o in self.observations if not o.bat_trigger for d in o.dumps]
         self.dumps = sorted(pairs, key=lambda p: (p[0].trigger_met, p[1].obsid))
         self.by_obsid = {o.obsid: o for o in self.observations}
 
