@@ -8,6 +8,7 @@ from datetime import datetime
 
 import numpy as np
 import pytest
+from test_guano import KNOBS
 
 from batglitch.errors import EventFileError, TransientError
 from batglitch.pipeline.job import process_item
@@ -241,16 +242,18 @@ def every_kind(tmp_path_factory):
     return observations, heasarc
 
 
-@pytest.mark.parametrize("time_base", ["utc", "swift"])
-def test_every_dump_kind_is_archived_with_the_same_trigger_times_in_either_base(
-    every_kind, tmp_path, time_base
+@pytest.mark.parametrize("knobs", [Knobs(), *KNOBS.values()], ids=["plain", *KNOBS.keys()])
+def test_every_dump_kind_is_archived_with_the_same_trigger_times_under_every_knob(
+    every_kind, tmp_path, knobs
 ):
-    """Whichever base the service speaks, the file decides it: the archive's trigger times are
-    the true ones (within 1 ms), and every kind's windows land, labelled with their kind."""
+    """Whatever order, cap or paging the service has and whichever base it speaks (the file
+    decides it), the archive's trigger times are the true ones (within 1 ms), and every kind's
+    windows land, labelled with their kind."""
     observations, heasarc = every_kind
+    time_base = knobs.time_base
     archive = Archive(str(tmp_path / "a.zarr"))
-    with FakeSwiftAPI(observations, knobs=Knobs(time_base=time_base)) as api:
-        entries = planned(api, heasarc, slewing=True)
+    with FakeSwiftAPI(observations, knobs=knobs) as api:
+        entries = planned(api, heasarc, slewing=True, page_size=2)
     assert sorted(e.obsid for e in entries) == sorted(o.obsid for o in observations)
     places = Places.configured([str(heasarc)])
     for entry in entries:
