@@ -30,7 +30,7 @@ import numpy as np
 
 from batglitch.standins.counting_proxy import CountingProxy
 from batglitch.standins.rows import fragment
-from batglitch.store.archive import Archive, utc_now
+from batglitch.store.archive import Archive, completion_marker
 from batglitch.store.reader import open_archive
 from batglitch.store.schema import check_rows
 
@@ -53,12 +53,10 @@ class BulkArchive(Archive):
         self.windows, self.todo = windows, range(0)
 
     def pending(self) -> list[dict[str, Any]]:
-        config = fragment(obsid(0), 0).config
+        template = completion_marker(fragment(obsid(0), 0), "", from_quicklook=False)
         return [
-            {"obsid": obsid(i), "attempt": f"20000101T000000000000Z-{i % 16**8:08x}",
-             "n_windows": self.windows, "source": "bulk", "size": 0, "etag": "",
-             "completed_at": utc_now(), "version": "bench", "config": config,
-             "from_quicklook": False}
+            {**template, "obsid": obsid(i), "n_windows": self.windows, "source": "bulk",
+             "attempt": f"20000101T000000000000Z-{i % 16**8:08x}"}
             for i in self.todo
         ]  # fmt: skip
 

@@ -109,6 +109,24 @@ def archive_storage_options(url: str) -> dict[str, Any]:
     return storage_options_for(url)
 
 
+def completion_marker(fragment: Fragment, attempt: str, *, from_quicklook: bool) -> dict[str, Any]:
+    """What a worker's marker says of its attempt: publish copies it into the provenance table."""
+    return {
+        "obsid": fragment.obsid,
+        "attempt": attempt,
+        "n_windows": len(fragment),
+        "source": fragment.source,
+        "size": fragment.size,
+        "etag": fragment.etag or "",
+        "completed_at": utc_now(),
+        "version": __version__,
+        "config": fragment.config,
+        "from_quicklook": from_quicklook,
+        "dumps": fragment.dumps,
+        "time_base": fragment.time_base,
+    }
+
+
 class Archive:
     """Handle on one archive URL; all storage logic of the project lives in this package."""
 
@@ -154,20 +172,7 @@ class Archive:
             write_atomically(
                 self.fs, self.path(fragment_key(fragment.obsid, attempt)), buffer.getvalue()
             )
-        marker = {
-            "obsid": fragment.obsid,
-            "attempt": attempt,
-            "n_windows": len(fragment),
-            "source": fragment.source,
-            "size": fragment.size,
-            "etag": fragment.etag or "",
-            "completed_at": utc_now(),
-            "version": __version__,
-            "config": fragment.config,
-            "from_quicklook": from_quicklook,
-            "dumps": fragment.dumps,
-            "time_base": fragment.time_base,
-        }
+        marker = completion_marker(fragment, attempt, from_quicklook=from_quicklook)
         self.put_json(marker_key(fragment.obsid, attempt), marker)
         return marker
 
