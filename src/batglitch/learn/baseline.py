@@ -1,6 +1,6 @@
 """A standard baseline classifier, cross-validated by observation: what the archive alone buys.
 
-log1p of the counts, per-feature scaling and an RBF support-vector machine (the model family the
+log1p of the counts, one global scale and an RBF support-vector machine (the model family the
 reference workflow's authors trained), folds grouped by obsid so that windows of one observation
 never sit on both sides. Scores are out-of-fold decision values, pooled over the folds.
 """
@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score, roc_curve
 from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import SVC
 
 from batglitch.science.grb import GLITCH, GRB
@@ -25,21 +26,36 @@ MAX_FOLDS = 5
 
 
 def baseline_model() -> Pipeline:
-    """log1p -> standard scaling -> RBF SVM with balanced class weights (GRB windows are rarer).
+    """log1p -> one global scale -> RBF SVM with balanced class weights (GRB windows are rarer).
     Features that never vary in training (detector gaps, disabled detectors: half the plane or
     more) are dropped first: they carry nothing and would only slow the kernel down."""
     return make_pipeline(
         VarianceThreshold(0.0),
         FunctionTransformer(np.log1p),
-        StandardScaler(),
+        GlobalScale(),
         SVC(kernel=scaled_rbf, C=1.0, class_weight="balanced"),
     )
 
 
+class GlobalScale(TransformerMixin, BaseEstimator):
+    """Every feature divided by one number, the training data's overall standard deviation, so
+    that gamma = 1 / n_features is scikit-learn's gamma="scale" (1 / (n_features * X.var())) fixed
+    at fit. Per-feature standardization turned a detector that fired once in training into a huge
+    z-score, leaving every window far from every other (measured on the real labelled DPIs:
+    accuracy 0.81 and 0.82 with it, 0.95 and 0.92 with this, original and lowres)."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> GlobalScale:
+        self.scale_ = float(np.std(X)) or 1.0
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(X) / self.scale_
+
+
 def scaled_rbf(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-    """The RBF kernel with scikit-learn's gamma="scale", 1 / (n_features * X.var()), which is
-    1 / n_features on standardized features; computed with BLAS, where libsvm's own RBF takes
-    ~30 s for 150 windows of 27,000 detectors (measured)."""
+    """The RBF kernel with gamma = 1 / n_features (scikit-learn's "scale" after GlobalScale);
+    computed with BLAS, where libsvm's own RBF takes ~30 s for 150 windows of 27,000 detectors
+    (measured)."""
     return rbf_kernel(X, Y, gamma=1.0 / X.shape[1])
 
 

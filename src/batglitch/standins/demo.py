@@ -31,9 +31,10 @@ def demo_observations(begin: str, end: str, n: int = 36, seed: int = 1) -> list[
     )
 
 
-def demo_bursts(begin: str, end: str, n: int = 12, seed: int = 1) -> list[FakeBurst]:
+def demo_bursts(begin: str, end: str, n: int = 36, seed: int = 1) -> list[FakeBurst]:
     """BAT-detected bursts of the range, their trigger files archived: the real rate is ~8 a
-    month, a few more here so that every grouped fold of the baseline holds some."""
+    month; as many as GUANO observations here, so that the baseline trains on enough GRB windows
+    (with 12 to ~120 glitch windows it ranked them right, ROC AUC 1.0, and called all GLITCH)."""
     return fake_bursts(datetime.fromisoformat(begin), datetime.fromisoformat(end), n, seed=seed)
 
 
