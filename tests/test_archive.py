@@ -136,9 +136,11 @@ def test_view_follows_the_contract_for_plain_readers(ingested):
     session = icechunk.Repository.open(icechunk.local_filesystem_storage(f"{store}/repo"))
     group = zarr.open_group(session.readonly_session("main").store, mode="r")  # plain zarr
     assert group["dpi"].shape == (n, 286, 173)
-    # Variable-length UTF-8 strings, not fixed-width numpy unicode (no v3 spec for that).
-    for name in ("obsid", "trigger_type", "source_file", "provenance/obsid"):
+    # Variable-length UTF-8 strings, but the always-11-digit obsid fixed-width (schema.py)
+    for name in ("trigger_type", "source_file", "provenance/source"):
         assert group[name].metadata.to_dict()["data_type"] == "string", name
+    for name in ("obsid", "provenance/obsid"):
+        assert group[name].metadata.to_dict()["data_type"]["name"] == "fixed_length_utf32", name
     assert all(len(o) == 11 and o.isdigit() for o in group["obsid"][...])
 
     # Provenance apart from the training dataset: one row per complete obsid, the glitch-free
@@ -220,7 +222,8 @@ def test_the_view_is_cf_style_and_round_trips_through_netcdf(ingested, tmp_path)
 
 def test_strings_are_plain_python_strings_that_numpy_and_xarray_accept(ingested, tmp_path):
     ds = open_archive(ingested[0])
-    for name in ("obsid", "trigger_type", "source_file"):
+    assert ds.obsid.dtype == np.dtype("<U11")
+    for name in ("trigger_type", "source_file"):
         values = ds[name].values
         assert values.dtype == object and all(type(v) is str for v in values), name
         assert values.astype(str).dtype.kind == "U"
@@ -234,12 +237,18 @@ def test_strings_are_plain_python_strings_that_numpy_and_xarray_accept(ingested,
     assert plain.sel(obsid=obsid).sizes["window"] == ds.sel(obsid=obsid).sizes["window"]
 
 
-def test_group_k_fold_straight_from_open_archive(ingested):
-    """The README's training example, with the groups taken from the dataset itself."""
+@pytest.mark.parametrize("opener", [open_archive, plain_open], ids=["open_archive", "plain"])
+def test_group_k_fold_straight_from_the_archive(ingested, opener, tmp_path):
+    """The README's training example, with the groups taken from the dataset itself, through
+    batglitch and through the plain xarray one-liner alike; the obsids save without pickling."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold, cross_val_score
 
-    ds = open_archive(ingested[0])
+    ds = opener(ingested[0])
+    assert ds.obsid.dtype == np.dtype("<U11")
+    np.savez(tmp_path / "ids.npz", obsid=ds.obsid.values)
+    with np.load(tmp_path / "ids.npz") as saved:  # allow_pickle stays False
+        assert list(saved["obsid"]) == list(ds.obsid.values)
     X = ds.dpi_lowres.values.reshape(ds.sizes["window"], -1)
     y = ds.snr_low.values > np.median(ds.snr_low.values)
     scores = cross_val_score(
@@ -248,6 +257,20 @@ def test_group_k_fold_straight_from_open_archive(ingested):
     assert len(scores) == 2 and np.isfinite(scores).all()
     for train, test in GroupKFold(n_splits=2).split(X, y, groups=ds.obsid.values):
         assert not set(ds.obsid.values[train]) & set(ds.obsid.values[test])
+
+
+def test_plain_readers_write_netcdf_too(ingested, tmp_path):
+    """The one-liner's dataset (variable-length strings as numpy StringDType, obsid as <U11)
+    goes through to_netcdf and back with every value."""
+    ds = plain_open(ingested[0])
+    assert ds.trigger_type.dtype.kind == "T"  # what zarr gives plain readers
+    path = tmp_path / "plain.nc"
+    ds.to_netcdf(path, engine="h5netcdf")
+    back = xr.open_dataset(path, engine="h5netcdf").load()
+    for name, var in ds.variables.items():
+        want = var.values.astype(object) if var.dtype.kind == "T" else var.values
+        np.testing.assert_array_equal(back[name].values, want, err_msg=name)  # NaT == NaT here
+    assert back.attrs == ds.attrs
 
 
 def test_empty_archive_still_opens(tmp_path):

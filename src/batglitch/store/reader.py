@@ -59,11 +59,12 @@ def _open(
 
 
 def plain_strings(ds: xr.Dataset) -> xr.Dataset:
-    """Every string variable as an object array of Python ``str``.
+    """Every variable-length string variable as an object array of Python ``str`` (the
+    fixed-width obsid is numpy ``<U11`` already).
 
-    zarr v3 hands variable-length strings back as numpy's StringDType, which scikit-learn's
-    GroupKFold, ``np.savez`` (without pickling), ``.astype(str)`` and xarray selection do not
-    all accept; object arrays of str work everywhere, whatever numpy returns underneath.
+    zarr v3 hands variable-length strings back as numpy's StringDType, which ``np.savez``
+    (without pickling) and ``.astype(str)`` refuse; object arrays of str work everywhere,
+    whatever numpy returns underneath.
     """
     strings = {
         name: var.copy(data=np.asarray(var.values, dtype=object))

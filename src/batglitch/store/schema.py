@@ -33,10 +33,17 @@ ROW_COORDINATES = ("obsid", "window_start")
 DIM_SIZES = {"detx": 286, "dety": 173, "sand_y": 16, "sand_x": 16, "energy_band": 2, "lc_bin": 64}
 
 
+# Obsids are always 11 digits (keys.OBSID): stored fixed-width (zarr's fixed_length_utf32), so even
+# a plain xr.open_zarr reader gets numpy "<U11" for the column everyone groups, selects and saves
+# by (GroupKFold, ds.sel, np.savez without pickle), where variable-length strings come back as
+# numpy's StringDType, which .astype(str) and np.savez refuse.
+OBSID_DTYPE = "U11"
+
+
 @dataclass(frozen=True)
 class Column:
-    """One variable: its dtype ("str" is variable-length UTF-8), what it means, and the dims it
-    has besides the row dim."""
+    """One variable: its dtype ("str" is variable-length UTF-8, "U<n>" fixed-width), what it
+    means, and the dims it has besides the row dim."""
 
     dtype: str
     long_name: str
@@ -62,7 +69,7 @@ class Column:
 
 # Per window (dim "window"). The store fills `obsid` from the fragment it writes.
 WINDOW_COLUMNS: dict[str, Column] = {
-    "obsid": Column("str", "11-digit Swift observation id"),
+    "obsid": Column(OBSID_DTYPE, "11-digit Swift observation id"),
     "dpi": Column("uint16", "counts per detector, all energies", ("detx", "dety"), "count"),
     "dpi_lowres": Column(
         "uint16",
@@ -98,7 +105,7 @@ TABLE_COLUMNS = tuple(name for name, column in WINDOW_COLUMNS.items() if not col
 
 # Per obsid (dim "fragment", in group PROVENANCE_GROUP): what each obsid's rows were made from.
 FRAGMENT_COLUMNS: dict[str, Column] = {
-    "obsid": Column("str", "11-digit Swift observation id"),
+    "obsid": Column(OBSID_DTYPE, "11-digit Swift observation id"),
     "n_windows": Column("int64", "windows the obsid contributes (0: searched, none found)"),
     "source": Column("str", "event file(s) the rows were read from"),
     "size": Column("int64", "bytes of the event file(s)", units="bytes"),
