@@ -90,8 +90,8 @@ def write_picture(
         ax.tick_params(labelsize=6)
         kind = "most glitch-like" if k < N_EXAMPLES else "most GRB-like"
         ax.set_title(
-            f"{kind}: is {first.y[row]}\n{labels[row]}, score {first.scores[row]:+.2f}, "
-            f"{int(image.sum())} counts",
+            f"{kind}: is {first.y[row]}\n{labels[row]}\n"
+            f"score {first.scores[row]:+.2f}, {int(image.sum())} counts",
             fontsize=7,
         )
     fig.suptitle("Baseline glitch-vs-GRB classifier (log1p, scaling, RBF SVM)", fontsize=10)
