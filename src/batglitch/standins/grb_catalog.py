@@ -35,7 +35,7 @@ from batglitch.sources.grbs import (
 )
 from batglitch.sources.timebase import MET_EPOCH
 from batglitch.standins.localhttp import LocalHTTPServer
-from batglitch.standins.swift_api import FakeDump, FakeObservation, utcf_at
+from batglitch.standins.swift_api import FakeDump, FakeObservation, utc_at, utcf_at
 
 METADATA_COLUMNS = ("ColName", "IsError", "Class", "Description", "Type", "Nullable", "Fstring",
                     "IsTargetCol", "IsNameCol")  # fmt: skip
@@ -70,7 +70,7 @@ class FakeBurst:
 
     @property
     def trigger_utc(self) -> datetime:
-        return MET_EPOCH + timedelta(seconds=self.trigger_met + utcf_at(self.trigger_met))
+        return utc_at(self.trigger_met)
 
     def observation(self, archived: bool = True) -> FakeObservation:
         """The trigger's observation as the fake HEASARC tree holds it: a bevshsp file of

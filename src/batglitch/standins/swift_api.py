@@ -42,6 +42,11 @@ def utcf_at(met: float) -> float:
     return round(-20.0 - 2.2e-8 * met, 6)
 
 
+def utc_at(met: float) -> datetime:
+    """The UTC of a MET on the fakes' clock: 2001-01-01 + MET + UTCF."""
+    return MET_EPOCH + timedelta(seconds=met + utcf_at(met))
+
+
 def swift_time(met: float) -> datetime:
     """Spacecraft clock reading as a datetime."""
     return MET_EPOCH + timedelta(seconds=met)
@@ -73,8 +78,7 @@ class FakeDump:
 
     @property
     def trigger_utc(self) -> datetime:
-        """2001-01-01 + MET + UTCF."""
-        return MET_EPOCH + timedelta(seconds=self.trigger_met + self.utcf)
+        return utc_at(self.trigger_met)
 
     @property
     def start_met(self) -> float:
@@ -270,7 +274,7 @@ class _Catalog:
         """A MET as the service writes it, in the knob's time base."""
         if self.knobs.time_base == SWIFT:
             return swift_time(met)
-        return MET_EPOCH + timedelta(seconds=met + utcf_at(met))
+        return utc_at(met)
 
     def guano(self, query: dict[str, list[str]], job: int) -> dict[str, Any]:
         begin, end = _first_time(query, "begin"), _first_time(query, "end")

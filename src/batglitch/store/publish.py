@@ -74,22 +74,24 @@ def _create(root: zarr.Group, name: str, column: Column, dim: str, rows: int) ->
     )  # fmt: skip
 
 
+def _columns(
+    group: zarr.Group, columns: dict[str, Column], dim: str, first: str
+) -> dict[str, zarr.Array]:
+    """The group's arrays of ``columns``, those missing created as long as column ``first``."""
+    present = set(group.array_keys())
+    arrays = {name: group[name] for name in columns if name in present}
+    length = arrays[first].shape[0] if first in arrays else 0
+    for name, column in columns.items():
+        if name not in arrays:
+            arrays[name] = _create(group, name, column, dim, length)
+    return arrays
+
+
 def arrays(root: zarr.Group) -> tuple[dict[str, zarr.Array], dict[str, zarr.Array]]:
     """The window columns (root) and the per-obsid table (provenance group), created when missing
     (a new archive, or a column added to the schema since: its old rows read as the fill value)."""
-    present = set(root.array_keys())
-    windows = {n: root[n] for n in WINDOW_COLUMNS if n in present}
-    n_rows = windows["window_start"].shape[0] if "window_start" in windows else 0
-    for name, column in WINDOW_COLUMNS.items():
-        if name not in windows:
-            windows[name] = _create(root, name, column, WINDOW, n_rows)
-    group = root.require_group(PROVENANCE_GROUP)
-    present = set(group.array_keys())
-    table = {f: group[f] for f in FRAGMENT_COLUMNS if f in present}
-    n_obsids = table["obsid"].shape[0] if "obsid" in table else 0
-    for field, column in FRAGMENT_COLUMNS.items():
-        if field not in table:
-            table[field] = _create(group, field, column, FRAGMENT, n_obsids)
+    windows = _columns(root, WINDOW_COLUMNS, WINDOW, "window_start")
+    table = _columns(root.require_group(PROVENANCE_GROUP), FRAGMENT_COLUMNS, FRAGMENT, "obsid")
     return windows, table
 
 
