@@ -219,6 +219,46 @@ def test_each_mistake_is_one_line_and_exit_status_2(tmp_path, argv, says):
     assert not (tmp_path / "typo.zarr").exists()  # a typo never becomes an empty archive
 
 
+def without(tmp_path: Path, *modules: str) -> dict[str, str]:
+    """An environment whose Python fails to import these modules as if they were not installed:
+    a stub package first on PYTHONPATH raises ModuleNotFoundError (the shared venv stays whole)."""
+    shim = tmp_path / "not-installed"
+    for module in modules:
+        (shim / module).mkdir(parents=True)
+        (shim / module / "__init__.py").write_text(
+            f"raise ModuleNotFoundError({f'No module named {module!r}'!r}, name={module!r})\n"
+        )
+    path = os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "says"),
+    [
+        ("matplotlib", ["preview", "{tmp}", "--out", "{tmp}/p.png"],
+         "batglitch preview: error: needs matplotlib: pip install 'batglitch[plot]'"),
+        ("sklearn", ["evaluate", "{tmp}", "--out", "{tmp}/e.png"],
+         "batglitch evaluate: error: needs scikit-learn: pip install 'batglitch[ml]'"),
+        ("astropy", ["demo", *RANGE, "--store", "{tmp}/a"],
+         "batglitch demo: error: needs astropy: pip install 'batglitch[swift]'"),
+        ("swifttools", ["plan", *RANGE, "--grbs", "--store", "{tmp}/a"],
+         "batglitch plan: error: needs swifttools: pip install 'batglitch[swift]'"),
+        ("s3fs", ["export", "s3://bucket/archive", "--out", "{tmp}/x.npz"],
+         "batglitch export: error: argument store: needs s3fs: pip install 'batglitch[aws]'"),
+    ],
+)  # fmt: skip
+def test_a_missing_extra_is_one_line_naming_it_and_exit_status_2(
+    services, tmp_path, module, argv, says
+):
+    """As the README's Install section promises. The plan gets its dumps from the fake Swift API
+    and then must neither retry a client that is not installed nor plan on without the bursts."""
+    done = batglitch(*(a.format(tmp=tmp_path) for a in argv), env=without(tmp_path, module))
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(says.format(tmp=tmp_path)), line
+    assert not (tmp_path / "fake-heasarc").exists()  # the demo stopped before any work
+
+
 def test_an_error_it_cannot_get_past_is_one_line_and_a_traceback_only_with_v(tmp_path):
     (tmp_path / "repo").mkdir()  # an archive whose repository is unreadable
     (tmp_path / "repo" / "repo").write_text("{ damaged")

@@ -58,8 +58,9 @@ def test_jitter_spreads_waits_and_caps_them():
         HTTPStatusError("u", 404),
         HTTPStatusError("u", 400),
         PermanentError("refused: bad parameter"),
+        ModuleNotFoundError("No module named 'swifttools'", name="swifttools"),
     ],
-    ids=["missing", "forbidden", "404", "400", "refused"],
+    ids=["missing", "forbidden", "404", "400", "refused", "not-installed"],
 )
 def test_permanent_answers_are_not_retried(error):
     action, calls = failing(error)

@@ -5,7 +5,8 @@ each (-v adds tracebacks). Exit statuses:
   0    done
   1    it ran, but inputs failed: ingest (any file), process (its obsid), run/demo (every obsid)
   2    a mistake in the command: a bad argument, a store or manifest that does not exist, an
-       output that cannot be written
+       output that cannot be written, an install extra the command needs and does not have
+       ("needs matplotlib: pip install 'batglitch[plot]'")
   3    stopped by an error it could not get past (a service or storage failing)
   130  interrupted (Ctrl-C): workers stopped, finished obsids kept for the next run
 """
@@ -25,6 +26,7 @@ from typing import NoReturn
 
 from batglitch import __version__, console
 from batglitch.errors import BatGlitchError, Interrupted
+from batglitch.extras import missing_extra
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 logger = logging.getLogger("batglitch.cli")
@@ -79,9 +81,16 @@ def existing(what: str) -> Callable[[str], str]:
     """A store or manifest a command reads: a typo must not become an empty archive."""
 
     def parse(text: str) -> str:
-        from batglitch.sources.fetch import exists
+        try:
+            from batglitch.sources.fetch import exists
 
-        if not exists(text):
+            found = exists(text)
+        except ImportError as exc:  # s3:// without s3fs: argparse lets only its own errors by
+            hint = missing_extra(exc)
+            if hint is None:
+                raise
+            raise argparse.ArgumentTypeError(hint) from None
+        if not found:
             raise argparse.ArgumentTypeError(f"no {what} at {text}")
         return text
 
@@ -499,8 +508,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: {_interrupted(exc)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        mistake = isinstance(exc, MISTAKES)
-        message = f"{name}: error: {exc if mistake else f'{type(exc).__name__}: {exc}'}"
+        hint = missing_extra(exc)  # an install the user completes, like a mistake
+        mistake = hint is not None or isinstance(exc, MISTAKES)
+        what = hint or (exc if mistake else f"{type(exc).__name__}: {exc}")
+        message = f"{name}: error: {what}"
         if verbose:
             traceback.print_exception(exc)
         elif not mistake:

@@ -2,7 +2,8 @@
 
 Built on tenacity rather than hand-written loops. What is retried and how:
 - permanent answers fail at once: a missing or forbidden object, a 4xx other than 408/425/429,
-  a request the Swift API refused (PermanentError);
+  a request the Swift API refused (PermanentError), a client library that is not installed
+  (ImportError: the CLI names the extra; a retry cannot install it);
 - everything else (timeouts, resets, 5xx, 429, a malformed answer) is tried again after an
   exponential backoff with full jitter, or after the server's Retry-After when it sent one
   (429/503), capped at max_wait_s;
@@ -53,7 +54,7 @@ class RetryPolicy:
 
 def is_permanent(exc: BaseException) -> bool:
     # EventFileError: a bad file, over a size cap, a refused place; retrying reads the same bytes
-    if isinstance(exc, (PermanentError, EventFileError, *PERMANENT_OS_ERRORS)):
+    if isinstance(exc, (PermanentError, EventFileError, ImportError, *PERMANENT_OS_ERRORS)):
         return True
     status = _status(exc)
     return status is not None and 400 <= status < 500 and status not in RETRYABLE_4XX
