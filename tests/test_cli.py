@@ -347,6 +347,12 @@ def test_piped_make_run_is_short_and_free_of_cursor_control(tmp_path):
     assert len(output.splitlines()) < 40
     assert "demo: failed" in output and "on purpose" in output  # the planted failure says so
     assert (tmp_path / "preview.png").exists()
+    # the summary counts each label's obsids and windows as the archive holds them
+    ds = open_archive(f"{tmp_path}/archive")
+    for label, name in (("GLITCH", "with glitch windows"), ("GRB", "with a GRB window")):
+        rows = ds.label.values == label
+        obsids = len(set(ds.obsid.values[rows]))
+        assert re.search(rf"^  {name} +{obsids} \({rows.sum()} windows\)$", output, re.M), label
     # it ends with the baseline on the archive of both classes
     assert re.search(
         r"lowres +accuracy [01]\.\d+  ROC AUC [01]\.\d+  \(\d+ GLITCH, \d+ GRB", output

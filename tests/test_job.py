@@ -102,7 +102,7 @@ def test_an_entry_without_a_result_record_counts_as_failed(world, tmp_path):
         done[0], archive, run.run_id, places=world[1].places
     )  # the other workers died without a word
 
-    by_obsid = {r.obsid: r for r in run_results(archive, run.run_id, run.manifest)}
+    by_obsid = {r.obsid: r for r in run_results(archive, run.run_id, entries)}
     assert sorted(by_obsid) == sorted(e.obsid for e in entries)
     assert by_obsid[done[0].obsid].status == DONE
     silent = [r for o, r in by_obsid.items() if o != done[0].obsid]

@@ -8,6 +8,7 @@ from batglitch.errors import Interrupted
 from batglitch.pipeline.plan import ObsEntry
 from batglitch.pipeline.report import interrupted, stored_obsids, summarize
 from batglitch.pipeline.worker import DEFERRED, DONE, FAILED, NO_GLITCHES, NOT_ARCHIVED, ObsResult
+from batglitch.science.grb import GLITCH, GRB
 from batglitch.standins.rows import fragment
 from batglitch.store.archive import Archive
 from batglitch.store.keys import new_attempt_id
@@ -23,10 +24,10 @@ def results() -> list[ObsResult]:
     ]
 
 
-def report_of(obs_results: list[ObsResult], *, skipped: int = 0, seconds: float = 1.0):
+def report_of(obs_results: list[ObsResult], *, skipped: int = 0, seconds: float = 1.0, labels=None):
     return summarize(
         obs_results, run_id="r", store="s", begin="b", end="e",
-        skipped_complete=skipped, seconds=seconds, workers=2,
+        skipped_complete=skipped, seconds=seconds, workers=2, labels=labels,
     )  # fmt: skip
 
 
@@ -52,15 +53,51 @@ def test_an_empty_run_has_no_rate():
     assert report.planned == 0 and report.obsids_per_s == 0.0
 
 
+def parts_of_this_run(table: str) -> dict[str, str]:
+    """The indented lines under "obsids in this run" (what became of its obsids), by name."""
+    lines = table.splitlines()
+    this_run = next(i for i, line in enumerate(lines) if line.startswith("obsids in this run"))
+    parts = {}
+    for line in lines[this_run + 1 :]:
+        if not line.startswith("  "):
+            break
+        name, value = re.split(r"\s{2,}", line.strip(), maxsplit=1)
+        parts[name] = value
+    return parts
+
+
 def test_a_rerun_summary_keeps_skipped_beside_this_runs_obsids():
     """A re-run skips most obsids: that count must not read as a part of the few processed."""
-    lines = report_of(results()[3:], skipped=33).table().splitlines()
-    skipped = next(i for i, line in enumerate(lines) if line.startswith("obsids already complete"))
-    this_run = next(i for i, line in enumerate(lines) if line.startswith("obsids in this run"))
-    assert "33 (skipped)" in lines[skipped] and lines[this_run].endswith(" 2")
-    parts = lines[this_run + 1 : this_run + 5]
-    assert all(line.startswith("  ") for line in parts)  # the statuses of this run's 2 obsids
-    assert sum(int(re.search(r"\s{2,}(\d+)", line[2:])[1]) for line in parts) == 2
+    table = report_of(results()[3:], skipped=33).table()
+    assert re.search(r"^obsids already complete +33 \(skipped\)$", table, re.MULTILINE)
+    assert re.search(r"^obsids in this run +2$", table, re.MULTILINE)
+    parts = parts_of_this_run(table)  # the statuses of this run's 2 obsids
+    assert sum(int(value.split()[0]) for value in parts.values()) == 2
+    assert parts["with glitch windows"] == parts["with a GRB window"] == "0 (0 windows)"
+
+
+def test_obsids_with_windows_are_counted_under_their_label():
+    """A GRB obsid's window is a GRB window, not a glitch window; on a first run and a re-run
+    the parts add up to the obsids of the run."""
+    labels = {"00000000002": GRB, "00000000006": GRB}
+    grb = ObsResult("00000000006", DONE, n_windows=1)
+    report = report_of([*results(), grb], skipped=0, labels=labels)
+    assert report.by_label == {
+        GLITCH: {"obsids": 1, "windows": 4},
+        GRB: {"obsids": 2, "windows": 2},
+    }
+    assert report.done == 3 and report.windows == 6
+    parts = parts_of_this_run(report.table())
+    assert parts["with glitch windows"] == "1 (4 windows)"
+    assert parts["with a GRB window"] == "2 (2 windows)"
+    assert parts["searched, no windows"] == "1"
+    assert sum(int(value.split()[0]) for value in parts.values()) == report.planned == 6
+    rerun = report_of([results()[4]], skipped=5, labels=labels)
+    assert parts_of_this_run(rerun.table())["with a GRB window"] == "0 (0 windows)"
+    assert report_of(results()[1:2]).by_label[GLITCH]["windows"] == 1  # unlabelled: GLITCH
+    assert parts_of_this_run(report_of(results()[1:2]).table())["with glitch windows"] == (
+        "1 (1 window)"
+    )
 
 
 def test_deferred_obsids_are_counted_and_shown_only_when_there_are_some():

@@ -172,6 +172,7 @@ def test_execution_reports_the_bad_obsid_and_builds_the_pool_archive(
         "failed",
         "windows",
         "bytes_read",
+        "by_label",
     ):
         assert summary[key] == getattr(ref_report, key), key
     assert got.sizes["window"] == ref.sizes["window"] > 0

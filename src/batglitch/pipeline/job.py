@@ -147,7 +147,7 @@ def _record(archive: Archive, run_id: str | None, result: ObsResult) -> None:
         archive.put_json(result_key(run_id, result.obsid), result.to_dict())
 
 
-def run_results(archive: Archive, run_id: str, manifest: str) -> list[ObsResult]:
+def run_results(archive: Archive, run_id: str, entries: Sequence[ObsEntry]) -> list[ObsResult]:
     """Every manifest entry's result; an entry whose worker died without a record counts as failed."""
     paths = archive.glob(results_pattern(run_id))
     stored = {}
@@ -155,7 +155,7 @@ def run_results(archive: Archive, run_id: str, manifest: str) -> list[ObsResult]
         record = ObsResult(**json.loads(raw))
         stored[record.obsid] = record
     results = []
-    for entry in read_manifest(manifest, archive.storage_options):
+    for entry in entries:
         missing = ObsResult(
             entry.obsid, FAILED, error="no result recorded: the worker died or timed out"
         )
@@ -168,8 +168,9 @@ def finalize_run(store: str, run_id: str, *, workers: int = 0) -> RunReport:
     the commit, then store the run's report."""
     archive = Archive(store)
     info = archive.get_json(plan_key(run_id))
+    entries = read_manifest(info["manifest"], archive.storage_options)
     report = summarize(
-        run_results(archive, run_id, info["manifest"]),
+        run_results(archive, run_id, entries),
         run_id=run_id,
         store=archive.url,
         begin=info["begin"],
@@ -179,6 +180,7 @@ def finalize_run(store: str, run_id: str, *, workers: int = 0) -> RunReport:
         workers=workers,
         slewing_only=info.get("slewing_only", ()),
         waiting_quicklook=info.get("waiting_quicklook", 0),
+        labels={e.obsid: e.label for e in entries},
     )
     summary = {k: v for k, v in report.to_dict().items() if k != "results"}  # failures stay
     archive.publish(run_id=run_id, summary=summary)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,11 @@ from batglitch.pipeline.worker import (
     NOT_ARCHIVED,
     ObsResult,
 )
+from batglitch.science.grb import GLITCH, GRB
 from batglitch.store.archive import Archive
+
+# what a planned entry of each label archives, as the summary names it
+ARCHIVED_AS = {GLITCH: "with glitch windows", GRB: "with a GRB window"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class RunReport:
     results: list[dict[str, Any]] = field(default_factory=list)
     slewing_only: list[str] = field(default_factory=list)  # dumps with only slewing files
     waiting_quicklook: int = 0  # done from quick-look, archived files not there yet
+    # per label (GLITCH, GRB): {"obsids": archived with windows, "windows": how many}
+    by_label: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def obsids_per_s(self) -> float:
@@ -58,8 +64,11 @@ class RunReport:
             ("date range", f"{self.begin} .. {self.end}"),
             ("obsids already complete", f"{self.skipped_complete} (skipped)"),
             ("obsids in this run", f"{self.planned}"),
-            ("  with glitch windows", f"{self.done}"),
-            ("  without glitches", f"{self.no_glitches}"),
+            *(
+                (f"  {ARCHIVED_AS[label]}", f"{n['obsids']} ({_windows(n['windows'])})")
+                for label, n in self.by_label.items()
+            ),
+            ("  searched, no windows", f"{self.no_glitches}"),
             ("  not yet archived", f"{self.not_archived} (a later run retries them)"),
             ("  failed", f"{self.failed}"),
         ]
@@ -86,6 +95,10 @@ class RunReport:
         return "\n".join(lines)
 
 
+def _windows(n: int) -> str:
+    return f"{n} window" if n == 1 else f"{n} windows"
+
+
 def summarize(
     results: Sequence[ObsResult],
     *,
@@ -98,11 +111,19 @@ def summarize(
     workers: int,
     slewing_only: Sequence[str] = (),
     waiting_quicklook: int = 0,
+    labels: Mapping[str, str] | None = None,
 ) -> RunReport:
+    """labels: each obsid's planned label (ObsEntry.label; GLITCH when not given), so that a
+    GRB obsid's window is not counted as glitch windows."""
     by_status = {
         s: [r for r in results if r.status == s]
         for s in (DONE, NO_GLITCHES, NOT_ARCHIVED, FAILED, DEFERRED)
     }
+    by_label = {label: {"obsids": 0, "windows": 0} for label in ARCHIVED_AS}
+    for r in by_status[DONE]:
+        counts = by_label[(labels or {}).get(r.obsid, GLITCH)]
+        counts["obsids"] += 1
+        counts["windows"] += r.n_windows
     return RunReport(
         run_id=run_id,
         store=store,
@@ -123,6 +144,7 @@ def summarize(
         results=[r.to_dict() for r in results],
         slewing_only=list(slewing_only),
         waiting_quicklook=waiting_quicklook,
+        by_label=by_label,
     )
 
 
