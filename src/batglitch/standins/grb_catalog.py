@@ -94,7 +94,9 @@ class FakeBurst:
         }
 
 
-def fake_bursts(begin: datetime, end: datetime, n: int, seed: int = 0) -> list[FakeBurst]:
+def fake_bursts(
+    begin: datetime, end: datetime, n: int, seed: int | np.random.SeedSequence = 0
+) -> list[FakeBurst]:
     """n bursts spread over [begin, end) with names, trigger ids and T90s of the real kind."""
     rng = np.random.default_rng(seed)
     span = (end - begin).total_seconds()
