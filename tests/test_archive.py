@@ -205,7 +205,9 @@ def test_the_view_is_cf_style_and_round_trips_through_netcdf(ingested, tmp_path)
         if name == "energy_band_bounds":  # CF: bounds take the coordinate's
             continue
         assert "long_name" in var.attrs, name
-        assert "units" in var.attrs or var.dtype.kind in "OUM" or "units" in var.encoding, name
+        unitless = var.dtype.kind in "OUM" or "flag_values" in var.attrs  # strings, times, flags
+        assert "units" in var.attrs or unitless or "units" in var.encoding, name
+    assert ds.detector_flags.attrs["flag_meanings"] == "unknown enabled disabled gap"
     assert list(ds.energy_band.values) == [15.0, 50.0] and ds.energy_band.attrs["units"] == "keV"
     assert ds.energy_band_bounds.values.tolist() == [[15.0, 50.0], [50.0, 350.0]]
     assert ds.detx.values[-1] == 285 and ds.dety.values[-1] == 172 and len(ds.sand_x) == 16

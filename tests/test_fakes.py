@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from batglitch.sources.heasarc import HEASARC_HTTPS
+from batglitch.science.detmask import parse_enable_maps
+from batglitch.sources.heasarc import ENABLE_MAP, HEASARC_HTTPS
 from batglitch.sources.timebase import MET_EPOCH
 from batglitch.standins import (
     FakeDump,
@@ -89,7 +90,10 @@ def test_dump_times_follow_met_plus_utcf():
         obs.key()
         == f"swift/data/obs/{obs.month}/00012345001/bat/event/sw00012345001bevshpo_uf.evt.gz"
     )
-    assert obs.key("hk").startswith(f"swift/data/obs/{obs.month}/00012345001/bat/hk/")
+    assert (
+        obs.key(ENABLE_MAP)
+        == f"swift/data/obs/{obs.month}/00012345001/bat/hk/sw00012345001bdecb.hk.gz"
+    )
 
 
 def test_recorded_shapes_parse_with_the_real_client(swift):
@@ -182,10 +186,10 @@ def test_data_lists_archive_or_versioned_quicklook_files():
         none = httpx.get(f"{api.url}/swift/data", params={"obs_id": "00000000001", "bat": "true"})
         ql = f"{api.url}/ql/sw{recent.obsid}.001/bat/"
     assert {f["url"] for f in a.json()["entries"] if "bat" in f["path"]} == {
-        HEASARC_HTTPS + archived.key(k) for k in ("po", "hk")
+        HEASARC_HTTPS + archived.key(k) for k in ("po", ENABLE_MAP)
     }
     files = r.json()["entries"]
-    assert {f["filename"] for f in files} >= {recent.filename(k) for k in ("po", "sl", "hk")}
+    assert {f["filename"] for f in files} >= {recent.filename(k) for k in ("po", "sl", ENABLE_MAP)}
     assert all(f["quicklook"] for f in files)
     assert all(f["url"].startswith(ql) for f in files if "bat" in f["path"])
     assert none.json()["entries"] == [] and none.json()["status"]["status"] == "Accepted"
@@ -277,11 +281,17 @@ def test_fill_heasarc_writes_the_real_layout(archive_observations, tmp_path, whe
             assert header["TSTART"] == pytest.approx(o.dumps[0].start_met, abs=1.0)
             assert header["UTCFINIT"] == o.dumps[0].utcf
             assert len(hdul["EVENTS"].data) == truths[(o.obsid, kind)].n_events > 0
+        # one enable map per observation, the mask every one of its event files was made with
+        maps = parse_enable_maps(fs.cat_file(f"{base}/{o.key(ENABLE_MAP)}"), o.key(ENABLE_MAP))
+        assert maps.obsid == o.obsid and len(maps.times) == 1
+        assert maps.times[0] < o.dumps[0].start_met
+        for k in o.kinds:
+            assert np.array_equal(maps.enabled[0], truths[(o.obsid, k)].enabled), k
     broken = next(o for o in archive_observations if o.corrupt)
     with pytest.raises((EOFError, zlib.error, gzip.BadGzipFile)):
         gzip.decompress(fs.cat_file(f"{base}/{broken.key()}"))
-    hk = gzip.decompress(fs.cat_file(f"{base}/{broken.key('hk')}"))
-    assert b"EVENTS" not in hk and broken.obsid.encode() in hk
+    intact_map = parse_enable_maps(fs.cat_file(f"{base}/{broken.key(ENABLE_MAP)}"), "m")
+    assert intact_map.obsid == broken.obsid  # only its event file is broken
     if where == "memory":
         fs.rm(base, recursive=True)
 

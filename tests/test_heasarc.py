@@ -8,9 +8,9 @@ import pytest
 
 from batglitch.sources.heasarc import (
     ArchiveListing,
+    bat_file_name,
+    bat_key,
     candidate_months,
-    event_file_name,
-    event_key,
     kind_of,
 )
 from batglitch.sources.places import DEFAULT_ARCHIVE_ROOTS, Places, RefusedLocation
@@ -32,15 +32,15 @@ def test_candidate_months_are_the_triggers_and_the_one_before(trigger, months):
 
 
 def test_kinds_from_names():
-    assert [kind_of(event_file_name(OBSID, k)) for k in ("po", "sp", "sl")] == ["po", "sp", "sl"]
-    assert kind_of(f"/x/{event_file_name(OBSID, 'sp').removesuffix('.gz')}") == "sp"
+    assert [kind_of(bat_file_name(OBSID, k)) for k in ("po", "sp", "sl")] == ["po", "sp", "sl"]
+    assert kind_of(f"/x/{bat_file_name(OBSID, 'sp').removesuffix('.gz')}") == "sp"
     assert kind_of("/x/hand-made.evt.gz") == ""
 
 
 def test_archive_urls_under_the_default_roots_are_allowed():
     """The keys the planner makes, under the public bucket and the HTTPS archive, pass the
     workers' check (sources.places): a plan never hands out a URL its workers refuse."""
-    key = event_key("2024_03", OBSID, "po")
+    key = bat_key("2024_03", OBSID, "po")
     assert key == f"swift/data/obs/2024_03/{OBSID}/bat/event/sw{OBSID}bevshpo_uf.evt.gz"
     places = Places.configured(DEFAULT_ARCHIVE_ROOTS, [])
     for root in DEFAULT_ARCHIVE_ROOTS:
@@ -55,7 +55,7 @@ def test_a_listing_locates_every_kind_under_every_root_and_checks_them(tmp_path)
     found = listing.locate(OBSID, ("po", "sp"), ("2024_03", "2024_02"), places)
     assert {k: (v.urls, v.month, v.archived) for k, v in found.items()} == {
         k: (
-            tuple(f"{r}/{event_key('2024_02', OBSID, k)}" for r in (first, second)),
+            tuple(f"{r}/{bat_key('2024_02', OBSID, k)}" for r in (first, second)),
             "2024_02",
             True,
         )

@@ -101,15 +101,24 @@ HOSTILE_MANIFEST_URLS = {
 }
 
 
+@pytest.mark.parametrize("where", ["event file", "enable map"])
 @pytest.mark.parametrize("url", HOSTILE_MANIFEST_URLS.values(), ids=HOSTILE_MANIFEST_URLS.keys())
-def test_hostile_manifest_urls_are_refused_before_any_read(tmp_path, url, capsys, monkeypatch):
+def test_hostile_manifest_urls_are_refused_before_any_read(
+    tmp_path, url, where, capsys, monkeypatch
+):
     root = tmp_path / "heasarc"
     root.mkdir()
     secret = tmp_path / "secret.evt.gz"
     write_event_file(secret, SynthSpec(obsid=OBSID, duration=20.0, rate_hz=500.0))
     os.symlink(secret, root / "link.evt.gz")
     url = url.format(root=root)
-    entry = ObsEntry(OBSID, (), (PlannedFile("po", (url,), archived=True),))
+    if where == "event file":
+        entry = ObsEntry(OBSID, (), (PlannedFile("po", (url,), archived=True),))
+    else:  # a good event file, the hostile URL as its enable map
+        good = root / "good.evt.gz"
+        write_event_file(good, SynthSpec(obsid=OBSID, duration=20.0, rate_hz=500.0))
+        planned = PlannedFile("po", (str(good),), archived=True)
+        entry = ObsEntry(OBSID, (), (planned,), enable_map=(url,))
     store = str(tmp_path / "store.zarr")
     archive = Archive(store)
     result = process_item(entry, archive, None, places=Places.configured([str(root)]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from batglitch.pipeline.plan import (
     write_manifest,
 )
 from batglitch.sources.guano import Dump
-from batglitch.sources.heasarc import HEASARC_HTTPS
+from batglitch.sources.heasarc import ENABLE_MAP, HEASARC_HTTPS
 from batglitch.sources.retry import RetryPolicy
 from batglitch.sources.timebase import SWIFT
 from batglitch.standins import FakeObservation, FakeSwiftAPI, fake_observations
@@ -241,3 +242,28 @@ def test_every_planned_url_lies_in_a_place_its_workers_may_read(world):
     assert [e for e in elsewhere.entries if e.obsid not in quicklook] == [
         e for e in good.entries if e.obsid not in quicklook
     ]
+
+
+def test_each_entry_carries_where_its_enable_map_is_at_no_extra_request(world):
+    """Archived obsids: the map's key under every root, from the same month listing as their
+    event files; quick-look obsids: the map the Data API lists on the quick-look site, or none
+    when it lists none (the fake's enable_map knob off)."""
+    observations, root = world
+    recent = next(o for o in observations if not o.archived)
+    without = dataclasses.replace(recent, obsid="00055555001", enable_map=False)
+    with FakeSwiftAPI([*observations, without]) as api:
+        result = run_plan(api, root)
+        quicklook = api.quicklook_url
+    mirror = root.parent / "mirror"
+    by_obsid = {e.obsid: e for e in result.entries}
+    for o in observations:
+        e = by_obsid.get(o.obsid)
+        if e is None:
+            continue
+        if o.archived:
+            assert e.enable_map == (f"{root}/{o.key(ENABLE_MAP)}", f"{mirror}/{o.key(ENABLE_MAP)}")
+        else:
+            assert e.enable_map == (f"{quicklook}/{o.quicklook_key(ENABLE_MAP)}",)
+    assert by_obsid[without.obsid].enable_map == () and by_obsid[without.obsid].files[0].urls
+    # the Data API was asked about quick-look obsids only, as without maps
+    assert result.data_requests == sum(1 for e in result.entries if not e.archived)

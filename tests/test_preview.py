@@ -7,7 +7,9 @@ import pytest
 import xarray as xr
 from matplotlib.image import imread
 
-from batglitch.preview import DPI, ROW_IN, WIDTH_IN, pick_windows, write_preview
+from batglitch.preview import DPI, FLAG_COLOURS, ROW_IN, WIDTH_IN, pick_windows, write_preview
+from batglitch.science.config import detector_plane
+from batglitch.store.schema import FLAG_DISABLED, detector_flags
 
 WIDTH_PX = round(WIDTH_IN * DPI)
 ROW_PX = ROW_IN * DPI
@@ -96,3 +98,30 @@ def test_a_single_hot_detector_shows(tmp_path):
     rows, cols = rows[away], cols[away]
     assert len(rows) >= 9  # more than a pixel's worth
     assert np.ptp(rows) < 20 and np.ptp(cols) < 20  # in one spot: the dot, nothing else
+
+
+def test_disabled_detectors_are_drawn_from_the_rows_flags(tmp_path):
+    """A sandwich disabled in detector_flags turns its patch of the DPI panel grey; with the map
+    unknown (or an archive made before the column) the same patch stays white."""
+    old = dataset(["A"], [12.0])
+    old["dpi"][:] = 0
+    unknown = old.copy()
+    unknown["detector_flags"] = (
+        ("window", "detx", "dety"),
+        detector_flags(detector_plane(), None, np.zeros(1)),
+    )
+    enabled = detector_plane()
+    enabled[144:160, 88:96] = False  # sandwich (x 8, y 8) off
+    masked = old.copy()
+    masked["detector_flags"] = (
+        ("window", "detx", "dety"),
+        detector_flags(detector_plane(), enabled[None], np.zeros(1)),
+    )
+    grey = np.array(FLAG_COLOURS(FLAG_DISABLED)[:3])
+    shares = []
+    for name, ds in (("old", old), ("unknown", unknown), ("masked", masked)):
+        write_preview(ds, str(tmp_path / f"{name}.png"), n=1)
+        panel = imread(tmp_path / f"{name}.png")[:, : WIDTH_PX // 3, :3]
+        shares.append(int((np.abs(panel - grey).max(axis=2) < 0.02).sum()))
+    assert shares[0] == shares[1]  # no column and an unknown map draw alike
+    assert shares[2] - shares[1] > 100  # a patch of the panel, not a pixel of text

@@ -7,14 +7,22 @@ import sys
 
 import numpy as np
 import pytest
+import zarr
 
+from batglitch.science.config import detector_plane
+from batglitch.standins.rows import fragment
+from batglitch.store.archive import Archive
+from batglitch.store.reader import open_archive
 from batglitch.store.schema import (
     DIM_SIZES,
+    FLAG_ENABLED,
+    FLAG_UNKNOWN,
     FRAGMENT_COLUMNS,
     IMAGE_COLUMNS,
     TABLE_COLUMNS,
     WINDOW_COLUMNS,
     check_rows,
+    detector_flags,
 )
 
 
@@ -70,3 +78,25 @@ def test_storage_code_does_not_import_the_science_modules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_column_added_since_reads_as_its_fill_value_in_older_rows(tmp_path):
+    """An archive published before detector_flags existed: the next publish adds the column,
+    the older rows read 0 (UNKNOWN: they never claim a detector enabled), the new rows theirs."""
+    archive = Archive(str(tmp_path / "a"))
+    archive.write_fragment(fragment("00012345001", 3))
+    archive.publish()
+    session = archive.repository().writable_session("main")
+    del zarr.open_group(session.store, mode="r+")["detector_flags"]  # as made before the column
+    session.commit("an archive from before detector_flags")
+    assert "detector_flags" not in open_archive(archive.url)
+
+    new = fragment("00012345002", 2)
+    enabled = detector_flags(detector_plane(), detector_plane()[None], np.zeros(2))
+    new.rows["detector_flags"] = enabled
+    archive.write_fragment(new)
+    archive.publish()
+    ds = open_archive(archive.url)
+    assert (ds.detector_flags.sel(obsid="00012345001").values == FLAG_UNKNOWN).all()
+    assert np.array_equal(ds.detector_flags.sel(obsid="00012345002").values, enabled)
+    assert (enabled == FLAG_ENABLED).sum() == 2 * 32_768

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,12 +23,14 @@ from batglitch.pipeline.worker import (
     ingest_file,
     process_entry,
 )
+from batglitch.science.config import detector_plane
 from batglitch.sources.places import Places
 from batglitch.sources.retry import RetryPolicy
 from batglitch.standins import FakeSwiftAPI, Fault, Knobs, fake_observations, fill_heasarc
-from batglitch.standins.synth import SynthSpec, write_event_file
+from batglitch.standins.synth import SynthSpec, enable_map_bytes, write_event_file
 from batglitch.store.archive import Archive
 from batglitch.store.reader import open_archive
+from batglitch.store.schema import FLAG_DISABLED, FLAG_ENABLED, FLAG_GAP, FLAG_UNKNOWN
 
 BEGIN, END = datetime(2024, 3, 1), datetime(2024, 3, 8)
 FAST = RetryPolicy(timeout_s=10.0, attempts=2, backoff_s=0.01)
@@ -163,6 +166,7 @@ def test_a_failing_http_server_is_retried_then_transient(world, tmp_path):
     path = "/ql/sw00000000001bevshpo_uf.evt.gz"
     with FakeSwiftAPI([], faults=[Fault(path=path, status=503, count=100)]) as api:
         entry = with_urls(world.entries["good"], f"{api.url}{path}", archived=False)
+        entry = dataclasses.replace(entry, enable_map=())  # only the event file, on quick-look
         with pytest.raises(TransientError, match=entry.obsid) as caught:
             places = Places.configured([], [api.quicklook_url])
             process_entry(entry, Archive(str(tmp_path / "a.zarr")), policy=FAST, places=places)
@@ -188,6 +192,24 @@ def test_ingesting_a_damaged_file_reports_it(world, tmp_path):
     result = ingest_file(bad, Archive(str(tmp_path / "a.zarr")))
     assert result.status == FAILED and bad in result.error and "truncated" in result.error
     assert not result.retryable
+
+
+def test_ingest_takes_the_map_a_downloaded_observation_keeps_in_bat_hk(world, tmp_path):
+    """<obsid>/bat/event/<file> finds <obsid>/bat/hk/sw<obsid>bdecb.hk.gz; a file on its own
+    has no map: unknown."""
+    entry = world.entries["good"]
+    lone = tmp_path / "lone.evt.gz"
+    lone.write_bytes(Path(url(entry)).read_bytes())
+    archive = Archive(str(tmp_path / "a.zarr"))
+    assert ingest_file(url(entry), archive).status == DONE
+    archive.publish()
+    flags = open_archive(archive.url).detector_flags.values
+    assert ((flags == FLAG_ENABLED) == world.truths[(entry.obsid, "po")].enabled).all()
+    alone = Archive(str(tmp_path / "b.zarr"))
+    assert ingest_file(str(lone), alone).status == DONE
+    alone.publish()
+    flags = open_archive(alone.url).detector_flags.values
+    assert set(np.unique(flags)) == {FLAG_UNKNOWN, FLAG_GAP}
 
 
 def test_results_survive_json(world, tmp_path):
@@ -273,3 +295,96 @@ def test_every_dump_kind_is_archived_with_the_same_trigger_times_under_every_kno
     decided = [json.loads(c.time_base) for c in archive.completions().values()]
     assert len(decided) == len(observations)
     assert all(d[0] == {**d[0], "base": time_base, "checked": True} for d in decided)
+
+
+def test_rows_carry_the_enable_map_or_say_unknown(tmp_path):
+    """The fake archive's enable_map knob both ways. With the map, every row of both files of a
+    po + sl observation flags the detectors its files were made with, and no count lies off an
+    enabled detector; without it, every detector is UNKNOWN and the gaps are still gaps."""
+    heasarc = tmp_path / "heasarc"
+    mapped, unmapped = fake_observations(
+        BEGIN, END, 2, seed=22, slewing_fraction=0.5, not_archived_fraction=0
+    )
+    mapped, unmapped = sorted((mapped, unmapped), key=lambda o: -len(o.kinds))
+    unmapped = dataclasses.replace(unmapped, enable_map=False)
+    truths = fill_heasarc(str(heasarc), [mapped, unmapped], rate_hz=500.0, duration=90.0)
+    with FakeSwiftAPI([mapped, unmapped]) as api:
+        entries = planned(api, heasarc, slewing=True)
+    archive = Archive(str(tmp_path / "a.zarr"))
+    for entry in entries:
+        result = process_entry(
+            entry, archive, policy=FAST, places=Places.configured([str(heasarc)])
+        )
+        assert result.status == DONE and result.n_windows > 0
+    archive.publish()
+    ds = open_archive(archive.url)
+    plane = detector_plane()
+    flags = ds.detector_flags.sel(obsid=mapped.obsid).values
+    kinds = set(ds.sel(obsid=mapped.obsid).source_kind.values)
+    assert mapped.kinds == ("po", "sl") and kinds == {"po", "sl"}
+    for kind in mapped.kinds:  # both files were made with the one map of their folder
+        assert ((flags == FLAG_ENABLED) == truths[(mapped.obsid, kind)].enabled).all(), kind
+    assert ((flags == FLAG_DISABLED) == (plane & ~truths[(mapped.obsid, "po")].enabled)).all()
+    assert ((flags == FLAG_GAP) == ~plane).all()
+    counts = ds.dpi.sel(obsid=mapped.obsid).values
+    assert counts.sum() > 0 and counts[flags != FLAG_ENABLED].sum() == 0
+    unknown = ds.detector_flags.sel(obsid=unmapped.obsid).values
+    assert (unknown[:, plane] == FLAG_UNKNOWN).all() and (unknown[:, ~plane] == FLAG_GAP).all()
+
+
+def test_each_window_takes_the_map_in_force_at_its_start(world, tmp_path):
+    """A map that changes during the observation: windows before the change keep the first,
+    windows after take the second (batdetmask's rule, science.detmask)."""
+    entry = world.entries["good"]
+    first = Archive(str(tmp_path / "first"))
+    process_entry(entry, first, policy=FAST, places=world.places)
+    first.publish()
+    starts = open_archive(first.url).window_start.values
+    assert len(starts) >= 2
+    change = (starts[0] + starts[-1]) / 2
+    before = world.truths[(entry.obsid, "po")].enabled
+    after = before.copy()
+    after[:18] = False  # the first sandwich column switched off
+    path = tmp_path / "maps" / f"sw{entry.obsid}bdecb.hk.gz"
+    path.parent.mkdir()
+    path.write_bytes(
+        enable_map_bytes(entry.obsid, [starts[0] - 100.0, change], np.stack([before, after]))
+    )
+    places = Places.configured([world.heasarc, str(tmp_path / "maps")], world.places.quicklook)
+    archive = Archive(str(tmp_path / "a"))
+    process_entry(
+        dataclasses.replace(entry, enable_map=(str(path),)), archive, policy=FAST, places=places
+    )
+    archive.publish()
+    ds = open_archive(archive.url)
+    flags = ds.detector_flags.values
+    late = ds.window_start.values > change
+    assert late.any() and (~late).any()
+    assert ((flags[~late] == FLAG_ENABLED) == before).all()
+    assert ((flags[late] == FLAG_ENABLED) == after).all()
+
+
+def test_a_bad_map_fails_the_obsid_naming_it_and_a_missing_one_is_unknown(world, tmp_path):
+    entry = world.entries["good"]
+    places = Places.configured([world.heasarc, str(tmp_path)], world.places.quicklook)
+    garbled = tmp_path / "garbled.hk.gz"
+    garbled.write_bytes(b"SIMPLE  =  not a map")
+    foreign = tmp_path / "foreign.hk.gz"
+    other = world.entries["other"].obsid
+    foreign.write_bytes(enable_map_bytes(other, [0.0], detector_plane()[None]))
+    for bad, problem in (
+        (garbled, r".*\(truncated FITS\)"),
+        (foreign, f"header OBS_ID is {other}"),
+    ):
+        archive = Archive(str(tmp_path / bad.name.replace(".", "_")))
+        with pytest.raises(EventFileError, match=f"obsid {entry.obsid}, {bad}: {problem}"):
+            process_entry(
+                dataclasses.replace(entry, enable_map=(str(bad),)),
+                archive,
+                policy=FAST,
+                places=places,
+            )
+        assert marked(archive) == set()  # nothing written: earlier rows stay as they were
+    nowhere = dataclasses.replace(entry, enable_map=(str(tmp_path / "nowhere.hk.gz"),))
+    result = process_entry(nowhere, Archive(str(tmp_path / "n")), policy=FAST, places=places)
+    assert result.status == DONE

@@ -7,7 +7,8 @@ Three steps, the middle one pure:
 2. select(): group the dumps per obsid, leave out what the archive already holds, choose the file
    kinds to read (po and sp by default, sl with slewing);
 3. locate: archive listings per (root, month) shared by the whole plan, the Data API only for
-   obsids found in no listing (sources.heasarc), `workers` at a time.
+   obsids found in no listing (sources.heasarc), `workers` at a time; each obsid's detector
+   enable/disable map is located with its event files, at no extra request.
 With grbs, the BAT GRB catalogue's bursts of the range (sources.grbs) join step 2 as GRB entries
 (the trigger's bevshsp file, located in step 3 like any other) and name themselves to the glitch
 entries near them, whose windows in a burst's span are then flagged (select_bursts()).
@@ -33,7 +34,7 @@ from batglitch.science.grb import GLITCH, GRB
 from batglitch.sources.fetch import write_atomically
 from batglitch.sources.grbs import GRB_FILE_KIND, Burst, list_bursts
 from batglitch.sources.guano import Dump, SwiftAPI, fetch_dumps, time_windows
-from batglitch.sources.heasarc import ArchiveListing, Location, locate
+from batglitch.sources.heasarc import ENABLE_MAP, ArchiveListing, Location, locate
 from batglitch.sources.places import Places
 from batglitch.sources.retry import RetryPolicy
 from batglitch.store.schema import Completion
@@ -100,7 +101,8 @@ class ObsEntry:
     archived yet, and a later plan asks again. label: the class of its windows, GLITCH (its
     dumps' files, searched for glitches) or GRB (a BAT trigger's bevshsp file, its window cut at
     TRIGTIME; no dumps). bursts: catalogued bursts (sources.grbs.Burst.to_dict()) near the
-    observation; for GRB, its own first.
+    observation; for GRB, its own first. enable_map: where its detector enable/disable map
+    should be, tried in order (none there: its rows' detector states are unknown).
     """
 
     obsid: str
@@ -108,6 +110,7 @@ class ObsEntry:
     files: tuple[PlannedFile, ...]
     label: str = GLITCH
     bursts: tuple[dict[str, Any], ...] = ()
+    enable_map: tuple[str, ...] = ()
 
     @property
     def archived(self) -> bool:
@@ -121,6 +124,7 @@ class ObsEntry:
             "files": [f.to_dict() for f in self.files],
             "label": self.label,
             "bursts": list(self.bursts),
+            "enable_map": list(self.enable_map),
         }
 
     @classmethod
@@ -134,6 +138,7 @@ class ObsEntry:
             ),
             label=d.get("label", GLITCH),
             bursts=tuple(d.get("bursts", ())),
+            enable_map=tuple(d.get("enable_map", ())),
         )
 
 
@@ -303,7 +308,9 @@ def plan(
                 )
                 for k in w.kinds
             )
-            entry = ObsEntry(w.obsid, w.dumps, files, w.label, tuple(b.to_dict() for b in w.bursts))
+            bursts = tuple(b.to_dict() for b in w.bursts)
+            mask = where[ENABLE_MAP].urls if ENABLE_MAP in where else ()
+            entry = ObsEntry(w.obsid, w.dumps, files, w.label, bursts, enable_map=mask)
             if w.redo_quicklook and not entry.archived:
                 waiting.append(w.obsid)  # done from quick-look; the archive copy is not there yet
                 continue
@@ -339,7 +346,7 @@ def _locate_all(
 
     def one(w: Wanted) -> dict[str, Location]:
         try:
-            return locate(w.obsid, w.kinds, w.time, listing, places, api)
+            return locate(w.obsid, (*w.kinds, ENABLE_MAP), w.time, listing, places, api)
         except Exception as exc:  # one obsid's lookup must not fail the plan
             logger.warning("obsid %s: no event-file location: %s", w.obsid, exc)
             return {}

@@ -18,19 +18,21 @@ import numpy as np
 
 from batglitch.errors import BatGlitchError, EventFileError, TransientError
 from batglitch.pipeline.plan import ObsEntry, dumps_record
-from batglitch.science.config import DetectionConfig
+from batglitch.science.config import DetectionConfig, detector_plane
+from batglitch.science.detmask import EnableMaps, parse_enable_maps
 from batglitch.science.dpi import WindowTable, glitch_table
 from batglitch.science.events import EventList, parse_events
 from batglitch.science.grb import GLITCH, GRB, burst_columns, grb_table
 from batglitch.science.metadata import window_metadata
 from batglitch.sources.fetch import fetch
 from batglitch.sources.guano import Dump
-from batglitch.sources.heasarc import kind_of
+from batglitch.sources.heasarc import ENABLE_MAP, bat_file_name, kind_of
 from batglitch.sources.places import Places
 from batglitch.sources.retry import RetryPolicy
 from batglitch.sources.timebase import FileSpan, resolve_triggers
 from batglitch.store.archive import Archive, Fragment
 from batglitch.store.keys import validate_obsid
+from batglitch.store.schema import detector_flags
 
 DONE, NO_GLITCHES, NOT_ARCHIVED, FAILED = "done", "no_glitches", "not_archived", "failed"
 BAT_TRIGGER = "BAT GRB"  # trigger_type of GRB rows: BAT's own trigger, not a GUANO dump
@@ -79,9 +81,8 @@ def process_entry(
     started = time.perf_counter()
     validate_obsid(entry.obsid)  # a manifest's obsid becomes a key: refuse a "../" at once
     places = places or Places.configured()
-    for planned in entry.files:
-        for url in planned.urls:
-            places.check(url, entry.obsid)
+    for url in (*(u for f in entry.files for u in f.urls), *entry.enable_map):
+        places.check(url, entry.obsid)
     config = config or DetectionConfig()
     search = functools.partial(
         _search_first,
@@ -110,6 +111,7 @@ def process_entry(
         searched,
         archive,
         config,
+        maps=_enable_maps(entry.enable_map, entry.obsid, policy),
         obsid=entry.obsid,
         dumps=entry.dumps,
         started=started,
@@ -131,6 +133,24 @@ class _Searched:
     n_events: int
     obsid: str | None
     span: FileSpan  # the file's own time coverage, against which dump times are read
+
+
+def _enable_maps(urls: Sequence[str], obsid: str, policy: RetryPolicy | None) -> EnableMaps | None:
+    """The obsid's detector enable/disable maps from the first location that has them; None
+    (its rows say "unknown") where none has. A map that is there but unreadable or of another
+    obsid fails the obsid like a bad event file: its rows would name the wrong detectors."""
+    for url in urls:
+        try:
+            blob = fetch(url, policy, obsid=obsid)
+        except (FileNotFoundError, PermissionError):  # S3 says 403 for a missing key, too
+            continue
+        except TransientError as exc:
+            raise TransientError(f"obsid {obsid}: {exc}") from exc
+        maps = parse_enable_maps(blob.data, url, obsid)
+        if maps.obsid not in (None, obsid):
+            raise EventFileError(url, f"header OBS_ID is {maps.obsid}", obsid)
+        return maps
+    return None
 
 
 def _search_first(urls: Sequence[str], obsid: str, **kwargs: Any) -> _Searched | None:
@@ -205,6 +225,7 @@ def _write(
     archive: Archive,
     config: DetectionConfig,
     *,
+    maps: EnableMaps | None = None,
     obsid: str | None,
     dumps: Sequence[Dump] = (),
     started: float,
@@ -215,7 +236,8 @@ def _write(
     """The windows of one observation's files as its fragment (one write, after every read).
 
     The dumps' trigger times are read in the time base their begin/end fit the files' own MET
-    (sources.timebase); the decision is kept per window and per obsid."""
+    (sources.timebase); the decision is kept per window and per obsid. Each window's detectors
+    are flagged by the enable map in force at its start (unknown without maps)."""
     obsid = obsid or files[0].obsid
     if obsid is None:
         raise EventFileError(files[0].url, "no OBS_ID in the header and none given")
@@ -237,6 +259,7 @@ def _write(
             "source_file": per_window(lambda f: f.url),
             "source_kind": per_window(lambda f: kind_of(f.url)),
             **burst_columns(table.window_start, table.window_stop, label, bursts),
+            "detector_flags": _flags(maps, table.window_start),
         },
         source=", ".join(f.url for f in files),
         size=sum(f.size for f in files),
@@ -269,6 +292,13 @@ def _write(
     )
 
 
+def _flags(maps: EnableMaps | None, window_start: np.ndarray) -> np.ndarray:
+    """The detector_flags rows: the map in force at each window's start, or unknown."""
+    if maps is None:
+        return detector_flags(detector_plane(), None, np.zeros(len(window_start)))
+    return detector_flags(detector_plane(), maps.enabled, maps.at(window_start))
+
+
 def failed(obsid: str, exc: BaseException, started: float) -> ObsResult:
     """The result record of an observation that raised; the message already names obsid and file."""
     return ObsResult(
@@ -289,13 +319,18 @@ def ingest_file(
 ) -> ObsResult:
     """Archive an event file a user already has (obsid from its OBS_ID header); never raises.
 
-    The user named the file, so any path is read (within the size caps)."""
+    The user named the file, so any path is read (within the size caps). Its observation's
+    enable map is taken from where a download of the whole observation keeps it, ../hk/ next to
+    bat/event/ (unknown when it is not there)."""
     started = time.perf_counter()
     config = config or DetectionConfig()
     try:
         searched = _search(
             url, None, config=config, policy=None, allow_uncalibrated=allow_uncalibrated
         )
-        return _write([searched], archive, config, obsid=None, started=started)
+        obsid, folder = searched.obsid, url.rsplit("/", 2)[0] if url.count("/") >= 2 else None
+        nearby = [f"{folder}/hk/{bat_file_name(obsid, ENABLE_MAP)}"] if obsid and folder else []
+        maps = _enable_maps(nearby, obsid or "?", None)
+        return _write([searched], archive, config, maps=maps, obsid=None, started=started)
     except Exception as exc:  # the obsid whenever the header gave one
         return failed(getattr(exc, "obsid", None) or "?", exc, started)

@@ -16,7 +16,7 @@ at its first wrong header instead of at the cap.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +95,7 @@ class EventList:
 
 
 @dataclass(frozen=True)
-class _HDU:
+class HDU:
     index: int
     header: dict[str, Any]
     data_offset: int
@@ -106,7 +106,7 @@ class _HDU:
         return str(self.header.get("EXTNAME", "PRIMARY" if self.index == 0 else "")).strip()
 
 
-class _Layout:
+class Layout:
     """The HDUs of a FITS byte stream as far as it has arrived, checked as they complete.
 
     ``scan`` is called with the bytes so far (streaming) and once more with all of them
@@ -115,7 +115,7 @@ class _Layout:
 
     def __init__(self, source: str, limit: int) -> None:
         self.source, self.limit = source, limit
-        self.hdus: list[_HDU] = []
+        self.hdus: list[HDU] = []
         self.next = 0  # where the next header starts
         self.obsid: str | None = None
 
@@ -130,7 +130,7 @@ class _Layout:
             if parsed is None:
                 return  # the rest of this header has not arrived yet
             header, data_offset = parsed
-            hdu = _HDU(len(self.hdus), header, data_offset, self._data_size(header))
+            hdu = HDU(len(self.hdus), header, data_offset, self._data_size(header))
             end = data_offset + hdu.data_size
             if end > self.limit:
                 raise self.fail(
@@ -210,7 +210,7 @@ class _Layout:
 
     def _data_size(self, header: dict[str, Any]) -> int:
         index = len(self.hdus)
-        bitpix = self.integer(header, "BITPIX", index)
+        bitpix = self.integer(header, "BITPIX", index, low=-64)  # images may be float
         if bitpix not in BITPIX:
             raise self.fail(f"HDU {index}: BITPIX {bitpix} is not a FITS value")
         naxis = self.integer(header, "NAXIS", index, high=999)
@@ -249,7 +249,7 @@ def read_stream(
     the cap, a corrupt or truncated gzip stream, or a FITS structure that goes wrong are
     EventFileErrors as soon as they show.
     """
-    layout = _Layout(source, limit)
+    layout = Layout(source, limit)
     out = np.empty(limit, dtype=np.uint8)
     view = memoryview(out)
     pos = 0
@@ -297,6 +297,17 @@ def read_stream(
     return view[:pos]
 
 
+def read_layout(
+    raw: bytes | memoryview, source: str, *, limit: int = MAX_FITS_BYTES
+) -> tuple[bytes | memoryview, Layout]:
+    """The FITS bytes (gunzipped when gzipped) and their HDUs, every structure check passed."""
+    if bytes(raw[:2]) == GZIP_MAGIC:
+        raw = read_stream([raw], source, limit=limit)
+    layout = Layout(source, limit)
+    layout.scan(raw, len(raw), final=True)
+    return raw, layout
+
+
 def parse_events(
     raw: bytes | memoryview,
     source: str,
@@ -305,10 +316,7 @@ def parse_events(
     limit: int = MAX_FITS_BYTES,
 ) -> EventList:
     """Turn the bytes of an event file (gzipped or not) into an EventList, validating as it goes."""
-    if bytes(raw[:2]) == GZIP_MAGIC:
-        raw = read_stream([raw], source, limit=limit)
-    layout = _Layout(source, limit)
-    layout.scan(raw, len(raw), final=True)
+    raw, layout = read_layout(raw, source, limit=limit)
     hdus = _named(layout)
     obsid = layout.obsid
     events_hdu = hdus["EVENTS"]
@@ -325,8 +333,8 @@ def parse_events(
             f"GAINAPP is {header.get('GAINAPP')!r}: ENERGY is not gain-corrected "
             "(pass allow_uncalibrated to use it anyway)"
         )
-    cols = _read_columns(raw, events_hdu, EVENT_COLUMNS, layout)
-    gti_cols = _read_columns(raw, hdus["GTI"], GTI_COLUMNS, layout)
+    cols = read_columns(raw, events_hdu, EVENT_COLUMNS, layout)
+    gti_cols = read_columns(raw, hdus["GTI"], GTI_COLUMNS, layout)
     events = EventList(
         time=cols["TIME"],
         detx=cols["DETX"],
@@ -340,9 +348,9 @@ def parse_events(
     return events
 
 
-def _named(layout: _Layout) -> dict[str, _HDU]:
+def _named(layout: Layout) -> dict[str, HDU]:
     """Exactly one EVENTS and one GTI extension (a second one, even after, is refused)."""
-    found: dict[str, list[_HDU]] = {"EVENTS": [], "GTI": []}
+    found: dict[str, list[HDU]] = {"EVENTS": [], "GTI": []}
     for hdu in layout.hdus[1:]:
         name = hdu.name.upper()
         if name in found:
@@ -405,16 +413,17 @@ def _card_value(text: str) -> Any:
 
 
 def _table_layout(
-    hdu: _HDU, wanted: dict[str, str], layout: _Layout
-) -> tuple[int, int, dict[str, tuple[int, str, int]]]:
-    """(row bytes, rows, column -> (byte offset, stored dtype, field index)) of a binary table."""
+    hdu: HDU, wanted: dict[str, str], layout: Layout, vectors: Mapping[str, int]
+) -> tuple[int, int, dict[str, tuple[int, str, int, int]]]:
+    """(row bytes, rows, column -> (byte offset, stored dtype, field index, elements)) of a binary
+    table; a column in ``vectors`` must hold exactly that many elements per row, any other one."""
     header, name, index = hdu.header, hdu.name, hdu.index
     if str(header.get("XTENSION", "")).strip() != "BINTABLE":
         raise layout.fail(f"{name} is not a binary table")
     if header["BITPIX"] != 8 or header["NAXIS"] != 2 or header.get("GCOUNT", 1) != 1:
         raise layout.fail(f"{name}: BITPIX/NAXIS/GCOUNT are not those of a binary table")
     row_bytes, n_rows = header["NAXIS1"], header["NAXIS2"]
-    columns: dict[str, tuple[int, str, int]] = {}
+    columns: dict[str, tuple[int, str, int, int]] = {}
     offset = 0
     for field_index in range(1, layout.integer(header, "TFIELDS", index, high=999) + 1):
         tform = header.get(f"TFORM{field_index}")
@@ -426,9 +435,9 @@ def _table_layout(
         offset += -(-repeat // 8) if match.group(2) == "X" else size * repeat
         column = str(header.get(f"TTYPE{field_index}", "")).strip().upper()
         if column in wanted and column not in columns:
-            if dtype is None or repeat != 1:
+            if dtype is None or repeat != vectors.get(column, 1):
                 raise layout.fail(f"{name}.{column} has unsupported format {tform}")
-            columns[column] = (offset - size, dtype, field_index)
+            columns[column] = (offset - size * repeat, dtype, field_index, repeat)
     if offset != row_bytes:
         raise layout.fail(f"{name}: NAXIS1 is {row_bytes} but its columns take {offset} bytes")
     missing = [c for c in wanted if c not in columns]
@@ -437,7 +446,7 @@ def _table_layout(
     return row_bytes, n_rows, columns
 
 
-def _check_range(column: str, values: np.ndarray, layout: _Layout) -> None:
+def _check_range(column: str, values: np.ndarray, layout: Layout) -> None:
     """Integer columns (DETX, DETY): whole numbers inside the detector plane."""
     bounds = COLUMN_RANGES.get(column)
     if bounds is None or not len(values):
@@ -449,22 +458,30 @@ def _check_range(column: str, values: np.ndarray, layout: _Layout) -> None:
         raise layout.fail(f"{column} has non-integer values")
 
 
-def _read_columns(
-    data: bytes | memoryview, hdu: _HDU, wanted: dict[str, str], layout: _Layout
+def read_columns(
+    data: bytes | memoryview,
+    hdu: HDU,
+    wanted: dict[str, str],
+    layout: Layout,
+    vectors: Mapping[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Cut the wanted columns out of a binary table as native arrays (one copy each).
+    """Cut the wanted columns out of a binary table as native arrays (one copy each); a column in
+    ``vectors`` (name -> elements per row) comes out as (rows, elements).
 
     TSCAL/TZERO are applied in float64 as astropy applies them (a TNULL value is scaled like
     any other, DESIGN.md); integer targets are range-checked on those values before the cast.
     """
-    row_bytes, n_rows, columns = _table_layout(hdu, wanted, layout)
+    row_bytes, n_rows, columns = _table_layout(hdu, wanted, layout, vectors or {})
     names = list(columns)
     rows = np.frombuffer(
         data,
         dtype=np.dtype(
             {
                 "names": names,
-                "formats": [columns[c][1] for c in names],
+                "formats": [
+                    (dtype, (n,)) if n > 1 else dtype
+                    for _, dtype, _, n in (columns[c] for c in names)
+                ],
                 "offsets": [columns[c][0] for c in names],
                 "itemsize": row_bytes,
             }
@@ -483,13 +500,15 @@ def _read_columns(
                 )
         scale, zero = scaling[0] if scaling[0] is not None else 1, scaling[1] or 0
         scaled = scale != 1 or zero != 0
-        target = np.empty(n_rows, dtype=wanted[column])
-        stored = rows.dtype[column]
+        elements = columns[column][3]
+        target = np.empty((n_rows, elements) if elements > 1 else n_rows, dtype=wanted[column])
+        stored = rows.dtype[column].base
         # A cast to a type that holds every stored value (>i2 to i2: a byte swap) cannot wrap, so
         # its range is checked on the native copy; any narrowing cast is checked before it.
         exact = not scaled and np.can_cast(stored, target.dtype, casting="safe")
-        for start in range(0, n_rows, CONVERT_ROWS):
-            values = rows[column][start : start + CONVERT_ROWS]
+        step = max(1, CONVERT_ROWS // elements)
+        for start in range(0, n_rows, step):
+            values = rows[column][start : start + step]
             if scaled:
                 values = values.astype(np.float64) * scale + zero
             if not exact:

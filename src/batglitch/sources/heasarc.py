@@ -36,6 +36,9 @@ HEASARC_HTTPS = "https://heasarc.gsfc.nasa.gov/FTP/"
 OBS_PREFIX = "swift/data/obs"
 _OBSID = re.compile(r"\d{11}")
 KINDS = ("po", "sp", "sl")  # pointed, slewing+pointing, slewing: sw<obsid>bevsh<kind>_uf.evt
+# The detector enable/disable map every observation has next to its housekeeping
+# (bat/hk/sw<obsid>bdecb.hk.gz; science.detmask), located like an event file of this kind.
+ENABLE_MAP = "decb"
 EVENT_FILE = re.compile(r"sw(\d{11})bevsh(po|sp|sl)_uf\.evt(?:\.gz)?$")
 _MONTH = re.compile(r"^swift/data/obs/(\d{4}_\d{2})/")
 logger = logging.getLogger(__name__)
@@ -50,8 +53,14 @@ class Location:
     month: str | None = None
 
 
-def event_file_name(obsid: str, kind: str) -> str:
-    return f"sw{obsid}bevsh{kind}_uf.evt.gz"
+def bat_file_name(obsid: str, kind: str) -> str:
+    """An archived BAT file's name: an event file of a kind in KINDS, or the ENABLE_MAP."""
+    return f"sw{obsid}bdecb.hk.gz" if kind == ENABLE_MAP else f"sw{obsid}bevsh{kind}_uf.evt.gz"
+
+
+def bat_path(obsid: str, kind: str) -> str:
+    """Where that file sits inside its observation's folder."""
+    return f"bat/{'hk' if kind == ENABLE_MAP else 'event'}/{bat_file_name(obsid, kind)}"
 
 
 def kind_of(url: str) -> str:
@@ -60,9 +69,9 @@ def kind_of(url: str) -> str:
     return m.group(2) if m else ""
 
 
-def event_key(month: str, obsid: str, kind: str) -> str:
-    """Object key of an archived event file, the same under every root."""
-    return f"{OBS_PREFIX}/{month}/{obsid}/bat/event/{event_file_name(obsid, kind)}"
+def bat_key(month: str, obsid: str, kind: str) -> str:
+    """Object key of an archived BAT file, the same under every root."""
+    return f"{OBS_PREFIX}/{month}/{obsid}/{bat_path(obsid, kind)}"
 
 
 def candidate_months(trigger: datetime) -> tuple[str, ...]:
@@ -121,7 +130,7 @@ class ArchiveListing:
                     return {
                         kind: Location(
                             tuple(
-                                places.check(f"{r}/{event_key(month, obsid, kind)}", obsid)
+                                places.check(f"{r}/{bat_key(month, obsid, kind)}", obsid)
                                 for r in self.roots
                             ),
                             archived=True,
@@ -161,7 +170,7 @@ def locate_with_data_api(
     files: list[dict[str, Any]] = api.data_files(obsid)
     found: dict[str, Location] = {}
     for kind in kinds:
-        name = event_file_name(obsid, kind)
+        name = bat_file_name(obsid, kind)
         matches = sorted(
             (f for f in files if f.get("filename") in (name, name.removesuffix(".gz"))),
             key=lambda f: bool(f.get("quicklook")),

@@ -2,22 +2,24 @@
 synthetic BAT files.
 
 Archived observations get their event file(s) of every kind they have where the real archive
-keeps them (the month the observation began), plus a housekeeping file next to them (workers
-must never read it); corrupt ones get a truncated gzip; not-yet-archived ones get nothing in the
-archive and, when a quick-look root is given, their files under sw<obsid>.<version>/ there.
+keeps them (the month the observation began), plus their detector enable/disable map in
+bat/hk/ (the one mask every file of the observation was made with) unless the observation's
+enable_map knob is off; corrupt ones get a truncated gzip; not-yet-archived ones get nothing in
+the archive and, when a quick-look root is given, their files under sw<obsid>.<version>/ there.
 """
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Iterable
 from typing import Any
 
 import fsspec
+import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
+from batglitch.sources.heasarc import ENABLE_MAP
 from batglitch.standins.swift_api import FakeObservation
-from batglitch.standins.synth import SynthSpec, SynthTruth, event_file_bytes
+from batglitch.standins.synth import SynthSpec, SynthTruth, enable_map_bytes, event_file_bytes
 
 
 def fill_heasarc(
@@ -49,9 +51,12 @@ def fill_heasarc(
         if tree is None:
             continue
         first = obs.dumps[0]
+        mask_seed = (seed * 7919 + int(obs.obsid) * 3) % 2**32
+        enabled = np.zeros(0)
         for n, kind in enumerate(obs.bat_kinds):
-            if kind == "hk":
-                payload = _housekeeping_bytes(obs)
+            if kind == ENABLE_MAP:  # after the event files: the one mask they were made with,
+                start = first.start_met - obs.lead_s - 60.0  # in force since before they began
+                payload = enable_map_bytes(obs.obsid, [start], enabled[None])
             else:
                 length = duration or first.duration
                 trigger = {"trigger_met": first.trigger_met, "n_glitches": 0, "n_grbs": 1}
@@ -62,9 +67,11 @@ def fill_heasarc(
                     utcf=first.utcf,
                     rate_hz=rate_hz,
                     seed=(seed * 7919 + int(obs.obsid) * 3 + n) % 2**32,
+                    mask_seed=mask_seed,
                     **{**spec_overrides, **(trigger if obs.bat_trigger else {})},
                 )
                 payload, truth = event_file_bytes(spec)
+                enabled = truth.enabled
                 if obs.corrupt:
                     payload = payload[: len(payload) // 2]
                 else:
@@ -88,9 +95,3 @@ class _Tree:
         if self.local:
             self.fs.makedirs(self.fs._parent(path), exist_ok=True)
         self.fs.pipe_file(path, payload)
-
-
-def _housekeeping_bytes(obs: FakeObservation) -> bytes:
-    """A small gzipped stand-in for a BAT housekeeping file: present, valid gzip, never events."""
-    card = f"OBS_ID  = '{obs.obsid}'".ljust(80)
-    return gzip.compress((card + "END".ljust(80)).ljust(2880).encode("ascii"), mtime=0)

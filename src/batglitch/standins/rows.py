@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from batglitch.science.config import N_DETX, N_DETY, DetectionConfig
+from batglitch.science.config import N_DETX, N_DETY, DetectionConfig, detector_plane
 from batglitch.science.dpi import WindowTable
 from batglitch.science.grb import GLITCH, burst_columns
 from batglitch.science.metadata import window_metadata
 from batglitch.store.archive import Fragment
+from batglitch.store.schema import detector_flags
 
 
 def window_table(n: int, seed: int, t0: float = 7.0e8, *, sparse: bool = False) -> WindowTable:
@@ -59,6 +60,7 @@ def fragment(
             **window_metadata(table, utcf=-25.0),
             "source_file": np.full(n, source),
             **burst_columns(table.window_start, table.window_stop, GLITCH),
+            "detector_flags": detector_flags(detector_plane(), None, np.zeros(n)),
             "source_kind": np.full(n, "po"),
         },
         source=source,

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from batglitch.sources.heasarc import HEASARC_HTTPS, event_file_name
+from batglitch.sources.heasarc import ENABLE_MAP, HEASARC_HTTPS, bat_file_name, bat_path
 from batglitch.sources.timebase import MET_EPOCH, SWIFT, UTC
 from batglitch.standins.localhttp import LocalHTTPServer
 
@@ -104,6 +104,9 @@ class FakeObservation:
     # A BAT trigger's observation: its one "dump" is the trigger (trigger_met, file length as
     # duration); its bevshsp file holds the burst, and GUANO does not list it.
     bat_trigger: bool = False
+    # Its detector enable/disable map (bat/hk/sw<obsid>bdecb.hk.gz) is there: the SDC makes one
+    # for every observation (science.detmask); off, one it failed to make.
+    enable_map: bool = True
 
     @property
     def start_utc(self) -> datetime:
@@ -115,11 +118,11 @@ class FakeObservation:
         return self.start_utc.strftime("%Y_%m")
 
     def filename(self, kind: str) -> str:
-        """Archive file name; kind is an event kind (po, sp, sl) or "hk" (housekeeping)."""
-        return f"sw{self.obsid}bdecb.hk.gz" if kind == "hk" else event_file_name(self.obsid, kind)
+        """Archive file name; kind is an event kind (po, sp, sl) or ENABLE_MAP."""
+        return bat_file_name(self.obsid, kind)
 
     def relpath(self, kind: str) -> str:
-        return f"bat/{'hk' if kind == 'hk' else 'event'}/{self.filename(kind)}"
+        return bat_path(self.obsid, kind)
 
     def key(self, kind: str = "po") -> str:
         """Object key in the HEASARC layout, the same under the S3 bucket and the HTTPS archive."""
@@ -131,7 +134,8 @@ class FakeObservation:
 
     @property
     def bat_kinds(self) -> tuple[str, ...]:
-        return (*self.kinds, "hk")
+        """Every BAT file it has: its event files and its enable map."""
+        return (*self.kinds, ENABLE_MAP) if self.enable_map else self.kinds
 
 
 def fake_observations(
@@ -385,7 +389,7 @@ class _Catalog:
             "path": f"{obs.obsid}/{obs.relpath(kind).rsplit('/', 1)[0]}",
             "url": url,
             "quicklook": not obs.archived,
-            "type": "BAT housekeeping" if kind == "hk" else "BAT event file",
+            "type": "BAT housekeeping" if kind == ENABLE_MAP else "BAT event file",
         }
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import BinaryIO
@@ -177,6 +178,9 @@ class SynthSpec:
     utcf: float = UTCF_S  # UTC - MET at TSTART (UTCFINIT), as the Swift API gives it
     scaled_energy: bool = True  # ENERGY as the archive stores it (see fits_hdus)
     seed: int = 0
+    # The detector mask's own seed, so that every file of one observation shares the one
+    # enable map its archive folder holds (None: drawn from seed with the rest).
+    mask_seed: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.obsid) != 11 or not self.obsid.isdigit():
@@ -258,7 +262,8 @@ def _all_positions() -> tuple[np.ndarray, np.ndarray]:
 
 def _make_plane(spec: SynthSpec, rng: np.random.Generator) -> _Plane:
     detx, dety = _all_positions()
-    enabled = _mask(spec.disabled_fraction, rng)
+    own = rng if spec.mask_seed is None else np.random.default_rng(spec.mask_seed)
+    enabled = _mask(spec.disabled_fraction, own)
     weight = rng.gamma(10.0, 0.1, N_DETECTORS) * enabled
     gain = GAIN_KEV_PER_ADU * (1 + 0.03 * rng.standard_normal(N_DETECTORS))
     offset = OFFSET_ADU + 5.0 * rng.standard_normal(N_DETECTORS)
@@ -713,6 +718,30 @@ def event_file_bytes(spec: SynthSpec) -> tuple[bytes, SynthTruth]:
     fits_hdus(events, truth.gti, spec).writeto(raw)
     # mtime=0: no timestamp in the gzip header, so the bytes depend on the spec only.
     return igzip.compress(raw.getbuffer(), compresslevel=1, mtime=0), truth
+
+
+def enable_map_bytes(obsid: str, times: Sequence[float], enabled: np.ndarray) -> bytes:
+    """A gzipped detector enable/disable file as HEASoft reads one (science.detmask): a binary
+    table of maps in time, TIME (MET) and FLAG (286 x 173, 0 = enabled) per row; ``enabled`` is
+    bool [map, DETX, DETY] (SynthTruth.enabled per map). Its EXTNAME and FLAG type are not known
+    here; readers rely on neither."""
+    flag = (~np.asarray(enabled, dtype=bool)).transpose(0, 2, 1).reshape(len(times), -1)
+    table = fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name="TIME", format="1D", unit="s", array=np.asarray(times, float)),
+            fits.Column(
+                name="FLAG", format=f"{N_DETX * N_DETY}B", dim=f"({N_DETX},{N_DETY})",
+                array=flag.astype(np.uint8),
+            ),
+        ],
+        name="DET_ENABLE",
+    )  # fmt: skip
+    primary = fits.PrimaryHDU()
+    for hdu in (primary, table):
+        hdu.header.update({"TELESCOP": "SWIFT", "INSTRUME": "BAT", "OBS_ID": obsid})
+    raw = io.BytesIO()
+    fits.HDUList([primary, table]).writeto(raw)
+    return igzip.compress(raw.getbuffer(), compresslevel=1, mtime=0)
 
 
 def write_event_file(target: str | os.PathLike | BinaryIO, spec: SynthSpec) -> SynthTruth:

@@ -99,7 +99,16 @@ WINDOW_COLUMNS: dict[str, Column] = {
     "trigger_time_base": Column(
         "str", "time base GUANO gave the dump's times in (utc or swift), decided on the file"
     ),
+    "detector_flags": Column(
+        "uint8",
+        "detector state at the window: the observation's enable/disable map in force then",
+        ("detx", "dety"),
+        extra={"flag_values": [0, 1, 2, 3], "flag_meanings": "unknown enabled disabled gap"},
+    ),
 }
+# detector_flags values (CF flag_values above). UNKNOWN is 0, so that rows written without a map
+# and the fill value of an archive made before the column existed never claim "enabled".
+FLAG_UNKNOWN, FLAG_ENABLED, FLAG_DISABLED, FLAG_GAP = 0, 1, 2, 3
 IMAGE_COLUMNS = tuple(name for name, column in WINDOW_COLUMNS.items() if column.dims)
 TABLE_COLUMNS = tuple(name for name, column in WINDOW_COLUMNS.items() if not column.dims)
 
@@ -208,3 +217,13 @@ def check_rows(obsid: str, rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
             )
         checked[name] = values.astype(column.numpy_dtype, copy=False)
     return checked
+
+
+def detector_flags(plane: np.ndarray, maps: np.ndarray | None, index: np.ndarray) -> np.ndarray:
+    """detector_flags rows: row i from map index[i] of ``maps`` (bool [map, detx, dety], True
+    enabled), GAP off the detector ``plane`` (bool [detx, dety]); without maps, UNKNOWN on it."""
+    stack = plane[None] if maps is None else np.asarray(maps, dtype=bool)
+    per_map = np.full(stack.shape, FLAG_GAP, dtype=np.uint8)
+    states = np.where(stack[:, plane], FLAG_ENABLED, FLAG_DISABLED)
+    per_map[:, plane] = FLAG_UNKNOWN if maps is None else states
+    return per_map[np.asarray(index, dtype=np.intp)]
