@@ -14,10 +14,13 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from batglitch.science.config import N_DETX, N_DETY, DetectionConfig, detector_plane
+from batglitch.store.schema import FLAG_DISABLED, FLAG_UNKNOWN, detector_flags
 
 WIDTH_IN, ROW_IN, DPI = 16.0, 3.4, 90  # figure inches and dots per inch: the PNG's pixel size
 STYLE = {"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9}
-GAPS = ListedColormap(["#d9d9d9", "white"])  # detector gaps grey, detectors white
+# detector_flags in order (unknown, enabled, disabled, gap): detectors white, disabled ones mid
+# grey (light enough that dots on them stay visible), the gaps a paler grey
+FLAG_COLOURS = ListedColormap(["white", "white", "#b3b3b3", "#e3e3e3"])
 
 
 def pick_windows(ds: xr.Dataset, n: int) -> np.ndarray:
@@ -94,8 +97,16 @@ def _figure(ds: xr.Dataset, rows: np.ndarray) -> Figure:
 
 
 def _dpi_panel(fig: Figure, ax: Axes, window: xr.Dataset, plane: np.ndarray, vmax: int) -> None:
-    ax.imshow(plane.T, origin="lower", cmap=GAPS, interpolation="nearest", aspect="auto",
+    if "detector_flags" in window:
+        flags = window["detector_flags"].values
+    else:  # an archive made before the column: the gaps are known all the same
+        flags = detector_flags(plane, None, np.zeros(1))[0]
+    ax.imshow(flags.T, origin="lower", cmap=FLAG_COLOURS, vmin=-0.5, vmax=3.5,
+              interpolation="nearest", aspect="auto",
               extent=(-0.5, N_DETX - 0.5, -0.5, N_DETY - 0.5))  # fmt: skip
+    disabled = int((flags == FLAG_DISABLED).sum())
+    known = (flags != FLAG_UNKNOWN).any()
+    mask = f"{disabled} detectors disabled (grey)" if known else "enable map unknown"
     detx, dety = np.nonzero(window["dpi"].values)
     counts = window["dpi"].values[detx, dety]
     # dots sized by counts: single hot detectors vanish when a 286x173 image is downsampled
@@ -104,7 +115,7 @@ def _dpi_panel(fig: Figure, ax: Axes, window: xr.Dataset, plane: np.ndarray, vma
     fig.colorbar(dots, ax=ax, label="counts per detector", pad=0.01)
     ax.set_xlim(-0.5, N_DETX - 0.5)
     ax.set_ylim(-0.5, N_DETY - 0.5)
-    ax.set_xlabel("DETX")
+    ax.set_xlabel(f"DETX   ({mask}; gaps pale grey)")  # beside the plane, hiding no detector
     ax.set_ylabel("DETY")
     ax.set_title(f"{_title(window)}\n{int(window['n_events'])} counts in 64 ms, all energies")
 
