@@ -2,8 +2,10 @@
 
 Facts (the Swift BAT analysis threads and HEASoft's own readers, swift/bat/tasks/batdetmask and
 swift/bat/lib/batimageutils/imageutils.c):
-- Every observation has one: ``<obsid>/bat/hk/sw<obsid>bdecb.hk.gz``, "the detectors that are
-  enabled during the observation"; the threads feed it straight to bathotpix as its detmask.
+- The SDC makes one per observation: ``<obsid>/bat/hk/sw<obsid>bdecb.hk.gz``, "the detectors
+  that are enabled during the observation"; the threads feed it straight to bathotpix as its
+  detmask. Where one is missing they point at the nearest one in the archive's trend data (not
+  searched here: such rows say "unknown").
 - HEASoft reads a detector map from the file's first data HDU: an image (286 x 173, as
   ../shared/data/bat_detmask_example.fits), or a binary table whose rows are maps in time, column
   FLAG (286 x 173 per row) with the row's start in TIME (MET).
