@@ -49,6 +49,24 @@ def test_the_real_example_map_reads_in_the_dpi_layout():
     assert (flags[1] == FLAG_GAP).sum() == N_DETX * N_DETY - 32_768
 
 
+@pytest.mark.parametrize(
+    ("dtype", "bzero", "off"),
+    [(np.float32, None, 1.0), (np.int16, 32768, 7)],
+    ids=["float", "bzero"],
+)
+def test_an_image_map_reads_in_any_numeric_type_with_its_scaling(dtype, bzero, off):
+    """The image form (../shared/data's example is float64): 0 enabled, anything else off."""
+    enabled = synthetic_mask(4)
+    image = np.where(enabled.T, 0, off).astype(dtype)  # [DETY, DETX]
+    hdu = fits.PrimaryHDU(image)
+    if bzero is not None:  # stored as BZERO-shifted integers, read back as the values above
+        hdu.scale("int16", bzero=bzero)
+    raw = io.BytesIO()
+    hdu.writeto(raw)
+    maps = parse_enable_maps(raw.getvalue(), "image.fits")
+    assert maps.times.tolist() == [-np.inf] and np.array_equal(maps.enabled[0], enabled)
+
+
 def test_a_table_of_maps_picks_the_one_in_force_as_batdetmask_does():
     """The last row (in file order) that starts before the time, else the first row."""
     masks = np.stack([synthetic_mask(s) for s in (1, 2, 3)])
@@ -107,6 +125,21 @@ BAD_MAPS = {
             fits.Column(name="FLAG", format="49478I", dim="(173,286)", array=FLAG),
         ),
         r"not a \(286,173\) map",
+    ),
+    "FLAG as bits": (
+        table_bytes(
+            fits.Column(name="TIME", format="1D", array=[1.0]),
+            fits.Column(name="FLAG", format="49478X", array=np.zeros((1, 49478), bool)),
+        ),
+        "unsupported format",
+    ),
+    "a table without maps first": (
+        table_bytes(fits.Column(name="TIME", format="1D", array=[1.0])),
+        r"HDU 1 has no column\(s\) FLAG",
+    ),
+    "another obsid's broken map": (
+        enable_map_bytes("00099999001", [1.0], synthetic_mask(1)[None])[:3000],
+        r"truncated.*\(its header says OBS_ID 00099999001\)",
     ),
     "NaN TIME": (
         table_bytes(

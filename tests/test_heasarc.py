@@ -7,11 +7,13 @@ from datetime import datetime
 import pytest
 
 from batglitch.sources.heasarc import (
+    ENABLE_MAP,
     ArchiveListing,
     bat_file_name,
     bat_key,
     candidate_months,
     kind_of,
+    locate_with_data_api,
 )
 from batglitch.sources.places import DEFAULT_ARCHIVE_ROOTS, Places, RefusedLocation
 
@@ -68,3 +70,29 @@ def test_a_listing_locates_every_kind_under_every_root_and_checks_them(tmp_path)
     assert listing.listings == 4
     with pytest.raises(RefusedLocation):  # a root the workers may not read from
         listing.locate(OBSID, ("po",), ("2024_02",), Places.configured([str(second)], []))
+
+
+class AnsweringAPI:
+    """The Data API's list of an obsid's files, as SwiftAPI.data_files returns it."""
+
+    def __init__(self, files: list[dict]) -> None:
+        self.files = files
+
+    def data_files(self, obsid: str) -> list[dict]:
+        return self.files
+
+
+def test_a_refused_enable_map_from_the_data_api_costs_only_the_map(caplog):
+    """The API's quick-look event file is kept when its map's URL lies elsewhere (left out,
+    logged); a refused event file still refuses the obsid."""
+    ql = "https://swift.gsfc.nasa.gov/data/swift"
+    places = Places.configured([], [ql])
+    event = {"filename": bat_file_name(OBSID, "po"), "quicklook": True,
+             "url": f"{ql}/sw{OBSID}.001/bat/event/{bat_file_name(OBSID, 'po')}"}  # fmt: skip
+    stray = {"filename": bat_file_name(OBSID, ENABLE_MAP), "quicklook": True,
+             "url": f"https://elsewhere.example/{bat_file_name(OBSID, ENABLE_MAP)}"}  # fmt: skip
+    found = locate_with_data_api(AnsweringAPI([event, stray]), OBSID, ("po", ENABLE_MAP), places)
+    assert set(found) == {"po"} and found["po"].urls == (event["url"],)
+    assert f"obsid {OBSID}" in caplog.text and "elsewhere.example" in caplog.text
+    with pytest.raises(RefusedLocation):
+        locate_with_data_api(AnsweringAPI([{**event, "url": stray["url"]}]), OBSID, ("po",), places)

@@ -7,7 +7,15 @@ import pytest
 import xarray as xr
 from matplotlib.image import imread
 
-from batglitch.preview import DPI, FLAG_COLOURS, ROW_IN, WIDTH_IN, pick_windows, write_preview
+from batglitch.preview import (
+    DPI,
+    FLAG_COLOURS,
+    ROW_IN,
+    WIDTH_IN,
+    _figure,
+    pick_windows,
+    write_preview,
+)
 from batglitch.science.config import detector_plane
 from batglitch.store.schema import FLAG_DISABLED, detector_flags
 
@@ -118,10 +126,13 @@ def test_disabled_detectors_are_drawn_from_the_rows_flags(tmp_path):
         detector_flags(detector_plane(), enabled[None], np.zeros(1)),
     )
     grey = np.array(FLAG_COLOURS(FLAG_DISABLED)[:3])
-    shares = []
+    shares, labels = [], []
     for name, ds in (("old", old), ("unknown", unknown), ("masked", masked)):
         write_preview(ds, str(tmp_path / f"{name}.png"), n=1)
         panel = imread(tmp_path / f"{name}.png")[:, : WIDTH_PX // 3, :3]
         shares.append(int((np.abs(panel - grey).max(axis=2) < 0.02).sum()))
+        labels.append(_figure(ds, np.array([0])).axes[0].get_xlabel())
     assert shares[0] == shares[1]  # no column and an unknown map draw alike
     assert shares[2] - shares[1] > 100  # a patch of the panel, not a pixel of text
+    assert "enable map unknown" in labels[0] and "enable map unknown" in labels[1]
+    assert f"{16 * 8} detectors disabled" in labels[2]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -364,27 +366,39 @@ def test_each_window_takes_the_map_in_force_at_its_start(world, tmp_path):
     assert ((flags[late] == FLAG_ENABLED) == after).all()
 
 
-def test_a_bad_map_fails_the_obsid_naming_it_and_a_missing_one_is_unknown(world, tmp_path):
+def test_a_bad_or_missing_map_costs_only_the_detector_states(world, tmp_path, caplog):
+    """An unreadable map, a map of another obsid, a gzip bomb and no map at all: the windows
+    land all the same with their detectors unknown; each bad one is one warning line naming the
+    obsid and the file."""
     entry = world.entries["good"]
     places = Places.configured([world.heasarc, str(tmp_path)], world.places.quicklook)
-    garbled = tmp_path / "garbled.hk.gz"
-    garbled.write_bytes(b"SIMPLE  =  not a map")
-    foreign = tmp_path / "foreign.hk.gz"
     other = world.entries["other"].obsid
-    foreign.write_bytes(enable_map_bytes(other, [0.0], detector_plane()[None]))
-    for bad, problem in (
-        (garbled, r".*\(truncated FITS\)"),
-        (foreign, f"header OBS_ID is {other}"),
-    ):
-        archive = Archive(str(tmp_path / bad.name.replace(".", "_")))
-        with pytest.raises(EventFileError, match=f"obsid {entry.obsid}, {bad}: {problem}"):
-            process_entry(
-                dataclasses.replace(entry, enable_map=(str(bad),)),
-                archive,
-                policy=FAST,
-                places=places,
-            )
-        assert marked(archive) == set()  # nothing written: earlier rows stay as they were
-    nowhere = dataclasses.replace(entry, enable_map=(str(tmp_path / "nowhere.hk.gz"),))
-    result = process_entry(nowhere, Archive(str(tmp_path / "n")), policy=FAST, places=places)
-    assert result.status == DONE
+    bad = {
+        "garbled.hk.gz": (b"SIMPLE  =  not a map", r"\(truncated FITS\)"),
+        "foreign.hk.gz": (
+            enable_map_bytes(other, [0.0], detector_plane()[None]),
+            f"enable map of OBS_ID {other}",
+        ),
+        "bomb.hk.gz": (gzip.compress(bytes(200 * 1024**2)), "over the cap"),  # MAX_MAP_BYTES
+        "nowhere.hk.gz": (None, None),
+    }
+    plane = detector_plane()
+    for name, (payload, problem) in bad.items():
+        path = tmp_path / name
+        if payload is not None:
+            path.write_bytes(payload)
+        caplog.clear()
+        archive = Archive(str(tmp_path / name.replace(".", "_")))
+        mapped = dataclasses.replace(entry, enable_map=(str(path),))
+        result = process_entry(mapped, archive, policy=FAST, places=places)
+        assert result.status == DONE and result.n_windows > 0, name
+        archive.publish()
+        flags = open_archive(archive.url).detector_flags.values
+        assert (flags[:, plane] == FLAG_UNKNOWN).all() and (flags[:, ~plane] == FLAG_GAP).all()
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        if problem is None:
+            assert warnings == [], name
+        else:
+            [line] = warnings
+            assert re.search(f"obsid {entry.obsid}, {path}: .*{problem}", line), line
+            assert "\n" not in line

@@ -105,7 +105,7 @@ def _dpi_panel(fig: Figure, ax: Axes, window: xr.Dataset, plane: np.ndarray, vma
               interpolation="nearest", aspect="auto",
               extent=(-0.5, N_DETX - 0.5, -0.5, N_DETY - 0.5))  # fmt: skip
     disabled = int((flags == FLAG_DISABLED).sum())
-    known = (flags != FLAG_UNKNOWN).any()
+    known = (flags[plane] != FLAG_UNKNOWN).any()  # gaps are known without any map
     mask = f"{disabled} detectors disabled (grey)" if known else "enable map unknown"
     detx, dety = np.nonzero(window["dpi"].values)
     counts = window["dpi"].values[detx, dety]

@@ -309,8 +309,8 @@ def plan(
                 for k in w.kinds
             )
             bursts = tuple(b.to_dict() for b in w.bursts)
-            mask = where[ENABLE_MAP].urls if ENABLE_MAP in where else ()
-            entry = ObsEntry(w.obsid, w.dumps, files, w.label, bursts, enable_map=mask)
+            map_urls = where[ENABLE_MAP].urls if ENABLE_MAP in where else ()
+            entry = ObsEntry(w.obsid, w.dumps, files, w.label, bursts, enable_map=map_urls)
             if w.redo_quicklook and not entry.archived:
                 waiting.append(w.obsid)  # done from quick-look; the archive copy is not there yet
                 continue

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,12 +21,12 @@ import numpy as np
 from batglitch.errors import BatGlitchError, EventFileError, TransientError
 from batglitch.pipeline.plan import ObsEntry, dumps_record
 from batglitch.science.config import DetectionConfig, detector_plane
-from batglitch.science.detmask import EnableMaps, parse_enable_maps
+from batglitch.science.detmask import MAX_MAP_BYTES, EnableMaps, parse_enable_maps
 from batglitch.science.dpi import WindowTable, glitch_table
 from batglitch.science.events import EventList, parse_events
 from batglitch.science.grb import GLITCH, GRB, burst_columns, grb_table
 from batglitch.science.metadata import window_metadata
-from batglitch.sources.fetch import fetch
+from batglitch.sources.fetch import Limits, fetch
 from batglitch.sources.guano import Dump
 from batglitch.sources.heasarc import ENABLE_MAP, bat_file_name, kind_of
 from batglitch.sources.places import Places
@@ -35,6 +37,9 @@ from batglitch.store.keys import validate_obsid
 from batglitch.store.schema import detector_flags
 
 DONE, NO_GLITCHES, NOT_ARCHIVED, FAILED = "done", "no_glitches", "not_archived", "failed"
+# An event file inside a downloaded observation (<obsid>/bat/event/<file>): its map is in bat/hk/
+DOWNLOADED_EVENT_FILE = re.compile(r"(.+)/bat/event/[^/]+$")
+logger = logging.getLogger(__name__)
 BAT_TRIGGER = "BAT GRB"  # trigger_type of GRB rows: BAT's own trigger, not a GUANO dump
 DEFERRED = "deferred"  # planned, not started: the run's window budget (--max-windows) was spent
 
@@ -137,19 +142,23 @@ class _Searched:
 
 def _enable_maps(urls: Sequence[str], obsid: str, policy: RetryPolicy | None) -> EnableMaps | None:
     """The obsid's detector enable/disable maps from the first location that has them; None
-    (its rows say "unknown") where none has. A map that is there but unreadable or of another
-    obsid fails the obsid like a bad event file: its rows would name the wrong detectors."""
+    (its rows say "unknown") where none has. A map that is there but unreadable, or of another
+    obsid, costs only the detector states: one warning naming obsid and file, rows "unknown"
+    (the windows are the product; the map is context)."""
     for url in urls:
         try:
-            blob = fetch(url, policy, obsid=obsid)
+            blob = fetch(url, policy, Limits(max_fits_bytes=MAX_MAP_BYTES), obsid=obsid)
+            maps = parse_enable_maps(blob.data, url, obsid)
+            if maps.obsid not in (None, obsid):
+                raise EventFileError(url, f"enable map of OBS_ID {maps.obsid}", obsid)
+            return maps
         except (FileNotFoundError, PermissionError):  # S3 says 403 for a missing key, too
             continue
         except TransientError as exc:
             raise TransientError(f"obsid {obsid}: {exc}") from exc
-        maps = parse_enable_maps(blob.data, url, obsid)
-        if maps.obsid not in (None, obsid):
-            raise EventFileError(url, f"header OBS_ID is {maps.obsid}", obsid)
-        return maps
+        except EventFileError as exc:
+            logger.warning("%s: detector states left unknown", exc)
+            return None
     return None
 
 
@@ -328,9 +337,11 @@ def ingest_file(
         searched = _search(
             url, None, config=config, policy=None, allow_uncalibrated=allow_uncalibrated
         )
-        obsid, folder = searched.obsid, url.rsplit("/", 2)[0] if url.count("/") >= 2 else None
-        nearby = [f"{folder}/hk/{bat_file_name(obsid, ENABLE_MAP)}"] if obsid and folder else []
-        maps = _enable_maps(nearby, obsid or "?", None)
+        maps = None
+        download = DOWNLOADED_EVENT_FILE.match(url)
+        if searched.obsid and download:
+            nearby = f"{download.group(1)}/bat/hk/{bat_file_name(searched.obsid, ENABLE_MAP)}"
+            maps = _enable_maps([nearby], searched.obsid, None)
         return _write([searched], archive, config, maps=maps, obsid=None, started=started)
     except Exception as exc:  # the obsid whenever the header gave one
         return failed(getattr(exc, "obsid", None) or "?", exc, started)

@@ -6,9 +6,10 @@ swift/bat/lib/batimageutils/imageutils.c):
   that are enabled during the observation"; the threads feed it straight to bathotpix as its
   detmask. Where one is missing they point at the nearest one in the archive's trend data (not
   searched here: such rows say "unknown").
-- HEASoft reads a detector map from the file's first data HDU: an image (286 x 173, as
-  ../shared/data/bat_detmask_example.fits), or a binary table whose rows are maps in time, column
-  FLAG (286 x 173 per row) with the row's start in TIME (MET).
+- HEASoft reads a detector map from the file's first image of two or more axes (286 x 173, as
+  ../shared/data/bat_detmask_example.fits), or from a binary table that comes before any such
+  image, whose rows are maps in time: column FLAG (286 x 173 per row), the row's start in TIME
+  (MET). FLAG is read here in any numeric FITS type (its type in the real files is not known).
 - Of a table, batdetmask uses the last row whose TIME is before the time asked about, and the
   first row when none is.
 - 0 means enabled (good); anything else disabled. Gap pixels are no detectors at all.
@@ -24,7 +25,9 @@ from batglitch.errors import EventFileError
 from batglitch.science.config import N_DETX, N_DETY
 from batglitch.science.events import HDU, Layout, read_columns, read_layout
 
-MAX_MAP_BYTES = 256 * 1024**2  # a row of 286 x 173 doubles is 396 kB: hundreds of maps fit
+# A map of bytes is 49 kB, of doubles 396 kB: hundreds of maps fit, and the float32 copy the
+# reader makes stays under ~4x this cap (fetch is held to it too, before decompressing more).
+MAX_MAP_BYTES = 32 * 1024**2
 PIXELS = N_DETX * N_DETY
 _DTYPES = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
@@ -59,9 +62,10 @@ def parse_enable_maps(raw: bytes | memoryview, source: str, obsid: str | None = 
                 return _table(raw, hdu, layout, source)
         raise layout.fail(f"no {N_DETX} x {N_DETY} detector map (image or FLAG table)")
     except EventFileError as exc:
-        if exc.obsid or not obsid:
+        if not obsid or exc.obsid == obsid:
             raise
-        raise EventFileError(exc.source, exc.problem, obsid) from exc
+        seen = f" (its header says OBS_ID {exc.obsid})" if exc.obsid else ""
+        raise EventFileError(exc.source, exc.problem + seen, obsid) from exc
 
 
 def _image(raw: bytes | memoryview, hdu: HDU, layout: Layout, source: str) -> EnableMaps:

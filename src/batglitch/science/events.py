@@ -103,7 +103,8 @@ class HDU:
 
     @property
     def name(self) -> str:
-        return str(self.header.get("EXTNAME", "PRIMARY" if self.index == 0 else "")).strip()
+        name = str(self.header.get("EXTNAME", "PRIMARY" if self.index == 0 else "")).strip()
+        return name or f"HDU {self.index}"  # an extension without EXTNAME, named in messages
 
 
 class Layout:
@@ -144,7 +145,7 @@ class Layout:
                 raise self.fail("not a FITS file (no SIMPLE card at the start)")
             last = self.hdus[-1]
             if last.data_offset + last.data_size > available:
-                raise self.fail(f"file ends inside the data of HDU {last.name} (truncated FITS)")
+                raise self.fail(f"file ends inside the data of {last.name} (truncated FITS)")
             self._check_padding(data, min(self.next, available))
 
     def _header(

@@ -80,7 +80,8 @@ def fetch(
     *,
     obsid: str | None = None,
 ) -> Blob:
-    """Stream one event file into its FITS bytes, within the caps; errors name ``obsid``."""
+    """Stream one FITS file (an event file, an enable map) into its bytes, within the caps;
+    errors name ``obsid``."""
     # imported here: the storage code uses this module's helpers without the science modules
     from batglitch.science.events import MAX_FITS_BYTES, read_stream
 

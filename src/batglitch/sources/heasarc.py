@@ -165,7 +165,8 @@ def locate_with_data_api(
 
     The archived copy wins over quick-look; an archive URL is mapped onto every root. A kind the
     API does not list is left out (the observation is not there yet). A quick-look URL must lie
-    on the quick-look site (RefusedLocation otherwise: the API's answer is not trusted).
+    on the quick-look site (RefusedLocation otherwise: the API's answer is not trusted); a
+    refused enable map is only left out (logged): the event files do not depend on it.
     """
     files: list[dict[str, Any]] = api.data_files(obsid)
     found: dict[str, Location] = {}
@@ -177,23 +178,29 @@ def locate_with_data_api(
         )
         if not matches:
             continue
-        f = matches[0]
-        if f.get("quicklook"):
-            found[kind] = Location((places.check(str(f["url"]), obsid, quicklook=True),), False)
-            continue
-        url = str(f["url"])
-        if not url.startswith(HEASARC_HTTPS):
-            raise BatGlitchError(
-                f"obsid {obsid}: {name}: archive URL outside {HEASARC_HTTPS}: {url}"
-            )
-        key = url.removeprefix(HEASARC_HTTPS)
-        month = _MONTH.match(key)
-        found[kind] = Location(
-            tuple(places.check(f"{root}/{key}", obsid) for root in places.roots),
-            archived=True,
-            month=month.group(1) if month else None,
-        )
+        try:
+            found[kind] = _api_location(matches[0], obsid, name, places)
+        except BatGlitchError as exc:
+            if kind != ENABLE_MAP:
+                raise
+            logger.warning("%s (detector states will be unknown)", exc)
     return found
+
+
+def _api_location(f: dict[str, Any], obsid: str, name: str, places: Places) -> Location:
+    """One file of the Data API's answer as a Location every worker accepts."""
+    url = str(f["url"])
+    if f.get("quicklook"):
+        return Location((places.check(url, obsid, quicklook=True),), False)
+    if not url.startswith(HEASARC_HTTPS):
+        raise BatGlitchError(f"obsid {obsid}: {name}: archive URL outside {HEASARC_HTTPS}: {url}")
+    key = url.removeprefix(HEASARC_HTTPS)
+    month = _MONTH.match(key)
+    return Location(
+        tuple(places.check(f"{root}/{key}", obsid) for root in places.roots),
+        archived=True,
+        month=month.group(1) if month else None,
+    )
 
 
 def locate(
