@@ -145,27 +145,31 @@ def _enable_maps(urls: Sequence[str], obsid: str, policy: RetryPolicy | None) ->
     (its rows say "unknown") where none has. A map that is there but unreadable, or of another
     obsid, costs only the detector states: one warning naming obsid and file, rows "unknown"
     (the windows are the product; the map is context)."""
-    for url in urls:
-        try:
-            blob = fetch(url, policy, Limits(max_fits_bytes=MAX_MAP_BYTES), obsid=obsid)
-            maps = parse_enable_maps(blob.data, url, obsid)
-            if maps.obsid not in (None, obsid):
-                raise EventFileError(url, f"enable map of OBS_ID {maps.obsid}", obsid)
-            return maps
-        except (FileNotFoundError, PermissionError):  # S3 says 403 for a missing key, too
-            continue
-        except TransientError as exc:
-            raise TransientError(f"obsid {obsid}: {exc}") from exc
-        except EventFileError as exc:
-            logger.warning("%s: detector states left unknown", exc)
-            return None
-    return None
+    try:
+        return _first_found(urls, obsid, lambda url: _read_maps(url, obsid, policy))
+    except EventFileError as exc:
+        logger.warning("%s: detector states left unknown", exc)
+        return None
+
+
+def _read_maps(url: str, obsid: str, policy: RetryPolicy | None) -> EnableMaps:
+    blob = fetch(url, policy, Limits(max_fits_bytes=MAX_MAP_BYTES), obsid=obsid)
+    maps = parse_enable_maps(blob.data, url, obsid)
+    if maps.obsid not in (None, obsid):
+        raise EventFileError(url, f"enable map of OBS_ID {maps.obsid}", obsid)
+    return maps
 
 
 def _search_first(urls: Sequence[str], obsid: str, **kwargs: Any) -> _Searched | None:
+    return _first_found(urls, obsid, lambda url: _search(url, obsid, **kwargs))
+
+
+def _first_found[T](urls: Sequence[str], obsid: str, read: Callable[[str], T]) -> T | None:
+    """What ``read`` makes of the first location that exists; None when none does. A storage
+    that keeps failing is a TransientError naming the obsid (the whole obsid is retried)."""
     for url in urls:
         try:
-            return _search(url, obsid, **kwargs)
+            return read(url)
         except (FileNotFoundError, PermissionError):  # S3 says 403 for a missing key, too
             continue
         except TransientError as exc:

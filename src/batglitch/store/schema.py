@@ -67,6 +67,12 @@ class Column:
         return str if self.dtype == "str" else np.dtype(self.dtype)
 
 
+# detector_flags values, CF flag_values/flag_meanings in this order. UNKNOWN is 0, so that rows
+# written without a map and the fill value of an archive made before the column existed never
+# claim "enabled".
+FLAGS = ("unknown", "enabled", "disabled", "gap")
+FLAG_UNKNOWN, FLAG_ENABLED, FLAG_DISABLED, FLAG_GAP = range(len(FLAGS))
+
 # Per window (dim "window"). The store fills `obsid` from the fragment it writes.
 WINDOW_COLUMNS: dict[str, Column] = {
     "obsid": Column(OBSID_DTYPE, "11-digit Swift observation id"),
@@ -103,12 +109,9 @@ WINDOW_COLUMNS: dict[str, Column] = {
         "uint8",
         "detector state at the window: the observation's enable/disable map in force then",
         ("detx", "dety"),
-        extra={"flag_values": [0, 1, 2, 3], "flag_meanings": "unknown enabled disabled gap"},
+        extra={"flag_values": list(range(len(FLAGS))), "flag_meanings": " ".join(FLAGS)},
     ),
 }
-# detector_flags values (CF flag_values above). UNKNOWN is 0, so that rows written without a map
-# and the fill value of an archive made before the column existed never claim "enabled".
-FLAG_UNKNOWN, FLAG_ENABLED, FLAG_DISABLED, FLAG_GAP = 0, 1, 2, 3
 IMAGE_COLUMNS = tuple(name for name, column in WINDOW_COLUMNS.items() if column.dims)
 TABLE_COLUMNS = tuple(name for name, column in WINDOW_COLUMNS.items() if not column.dims)
 
